@@ -268,14 +268,22 @@ class EpisodeStats:
 
 
 class FrameStack:
-    """Last `num_frames` frames per env on the device, uint8; history zeroed at an episode start."""
+    """Last `num_frames` frames per env on the device, uint8; history zeroed at an episode start.
+
+    Frames are stored last, (num_envs, 84, 84, num_frames): `obs` is the (num_envs, num_frames,
+    84, 84) view of them with channels_last strides, which the convolutions read without a copy.
+    """
 
     def __init__(self, num_envs: int, num_frames: int, device: torch.device):
-        self.obs = torch.zeros(num_envs, num_frames, 84, 84, dtype=torch.uint8, device=device)
+        self.frames = torch.zeros(num_envs, 84, 84, num_frames, dtype=torch.uint8, device=device)
 
-    def push(self, frames: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
+    @property
+    def obs(self) -> torch.Tensor:
+        return self.frames.permute(0, 3, 1, 2)
+
+    def push(self, frame: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
         keep = (~episode_start).view(-1, 1, 1, 1).to(torch.uint8)
-        self.obs = torch.cat([self.obs[:, 1:] * keep, frames.unsqueeze(1)], dim=1)
+        self.frames = torch.cat([(self.frames * keep)[..., 1:], frame.unsqueeze(-1)], dim=-1)
         return self.obs
 
 
@@ -290,13 +298,25 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.
     return layer
 
 
+class PixelConv2d(nn.Conv2d):
+    """Conv2d of x / 255 for raw uint8 pixels, computed as a conv of x with weight / 255: the same
+    function and gradients as scaling the input, without a pass over the whole batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight / 255.0, self.bias)
+
+
 class Agent(nn.Module):
-    """Nature-CNN trunk (Mnih et al. 2015) with an actor and a critic head."""
+    """Nature-CNN trunk (Mnih et al. 2015) with an actor and a critic head.
+
+    Takes uint8 observations (batch, frame_stack, 84, 84); channels_last strides (as the frame
+    stack and rollout buffer hold them) make the convolutions markedly faster on CPU and GPU.
+    """
 
     def __init__(self, num_actions: int, frame_stack: int = 4):
         super().__init__()
         self.network = nn.Sequential(
-            layer_init(nn.Conv2d(frame_stack, 32, 8, stride=4)), nn.ReLU(),
+            layer_init(PixelConv2d(frame_stack, 32, 8, stride=4)), nn.ReLU(),
             layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
             layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
             nn.Flatten(),
@@ -306,16 +326,14 @@ class Agent(nn.Module):
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # channels_last makes the CPU (oneDNN) and cuDNN convolutions markedly faster.
-        x = (obs.float() / 255.0).contiguous(memory_format=torch.channels_last)
-        hidden = self.network(x)
+        hidden = self.network(obs.float().contiguous(memory_format=torch.channels_last))
         return self.actor(hidden), self.critic(hidden).squeeze(-1)
 
 
 def policy_step(agent: Agent, obs: torch.Tensor):
     """Sample actions for a batch of observations: (action, log-prob, value)."""
     logits, value = agent(obs)
-    dist = Categorical(logits=logits)
+    dist = Categorical(logits=logits, validate_args=False)
     action = dist.sample()
     return action, dist.log_prob(action), value
 
@@ -363,7 +381,9 @@ class RolloutBuffer:
     each env step costs a single host-to-device copy."""
 
     def __init__(self, num_steps: int, num_envs: int, frame_stack: int, device: torch.device):
-        self.obs = torch.zeros(num_steps, num_envs, frame_stack, 84, 84, dtype=torch.uint8, device=device)
+        # Observations as the frame stack holds them (frames last); `obs` is the channels_last view.
+        self.frames = torch.zeros(num_steps, num_envs, 84, 84, frame_stack, dtype=torch.uint8, device=device)
+        self.obs = self.frames.permute(0, 1, 4, 2, 3)
         self.actions = torch.zeros(num_steps, num_envs, dtype=torch.long, device=device)
         self.logprobs = torch.zeros(num_steps, num_envs, device=device)
         self.values = torch.zeros(num_steps, num_envs, device=device)
@@ -371,6 +391,11 @@ class RolloutBuffer:
         # rewards: clipped if asked; dones: episode end for learning (game over, cap, life loss);
         # truncations: cap to bootstrap through; valid: 0 on reset steps, whose action was ignored.
         self.rewards, self.dones, self.truncations, self.valid = self.step_data.unbind(1)
+
+
+def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[idx] for a contiguous x, via index_select on flattened rows (several times faster on CPU)."""
+    return x.flatten(1).index_select(0, idx).view(idx.shape[0], *x.shape[1:]) if x.dim() > 1 else x.index_select(0, idx)
 
 
 def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, stats: EpisodeStats,
@@ -414,7 +439,7 @@ def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_
     Returns the loss and a (5,) tensor: policy loss, value loss, entropy, approx KL, clip fraction.
     """
     logits, new_values = agent(obs)
-    dist = Categorical(logits=logits)
+    dist = Categorical(logits=logits, validate_args=False)
     new_logprobs = dist.log_prob(actions)
     entropy = dist.entropy()
     count = valid.sum().clamp(min=1.0)
@@ -444,17 +469,19 @@ def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: dict, args: Args,
                minibatch_size: int) -> torch.Tensor:
-    """`update_epochs` passes of shuffled minibatches; returns the mean of ppo_loss's figures."""
-    batch_size = batch["obs"].shape[0]
+    """`update_epochs` passes of shuffled minibatches; returns the mean of ppo_loss's figures.
+
+    batch["frames"] holds observations frames last, (batch, 84, 84, frame_stack).
+    """
+    batch_size = batch["frames"].shape[0]
     figures = []
     for _ in range(args.update_epochs):
-        order = torch.randperm(batch_size, device=batch["obs"].device)
+        order = torch.randperm(batch_size, device=batch["frames"].device)
         for start in range(0, batch_size, minibatch_size):
-            idx = order[start:start + minibatch_size]
-            loss, stats = loss_fn(agent, batch["obs"][idx], batch["actions"][idx], batch["logprobs"][idx],
-                                  batch["advantages"][idx], batch["returns"][idx], batch["values"][idx],
-                                  batch["valid"][idx], args.clip_coef, args.clip_vloss, args.norm_adv,
-                                  args.ent_coef, args.vf_coef)
+            mb = {k: gather_rows(v, order[start:start + minibatch_size]) for k, v in batch.items()}
+            loss, stats = loss_fn(agent, mb["frames"].permute(0, 3, 1, 2), mb["actions"], mb["logprobs"],
+                                  mb["advantages"], mb["returns"], mb["values"], mb["valid"], args.clip_coef,
+                                  args.clip_vloss, args.norm_adv, args.ent_coef, args.vf_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -583,7 +610,7 @@ def train(args: Args) -> dict:
     # A resumed run starts fresh games (emulator state is not saved), seeded apart from the first.
     envs = make_envs(args, backend, args.seed + (start_iteration - 1) * args.num_envs, args.num_envs)
     agent = Agent(envs.num_actions, args.frame_stack).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     if resume is not None:
         if resume["model"]["actor.weight"].shape[0] != envs.num_actions:
             envs.close()
@@ -647,7 +674,7 @@ def train(args: Args) -> dict:
                 advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
 
             agent.train()
-            batch = {"obs": buf.obs.flatten(0, 1), "actions": buf.actions.flatten(), "logprobs": buf.logprobs.flatten(),
+            batch = {"frames": buf.frames.flatten(0, 1), "actions": buf.actions.flatten(), "logprobs": buf.logprobs.flatten(),
                      "advantages": advantages.flatten(), "returns": returns.flatten(), "values": buf.values.flatten(),
                      "valid": buf.valid.flatten()}
             figures = ppo_update(agent, optimizer, loss_fn, batch, args, minibatch_size).tolist()

@@ -1,0 +1,154 @@
+"""Throughput benchmark: agent steps per second and peak memory of each training script.
+
+Each measurement runs in its own fresh process, one after another (never in parallel), so peak
+RSS is that process's own and the runs do not compete for cores. Also measured: the env-only
+ceiling (random actions, same backend and num_envs) and, optionally, a peer script such as
+CleanRL's ppo_atari_envpool.py run with the same settings.
+
+    python benchmarks/throughput.py --iterations 8
+    python benchmarks/throughput.py --peer /path/to/ppo_atari_envpool.py   # side-by-side ratio
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import tyro
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Args:
+    scripts: list[str] = field(default_factory=lambda: ["ppo_atari"])
+    """training scripts to time, at their default settings except the budget"""
+    iterations: int = 8
+    """iterations (rollout + update) each script runs; the first one is included, as for the peer"""
+    env_id: str = "Breakout-v5"
+    """game"""
+    env_backend: str = "auto"
+    """emulator backend passed to our scripts and used for the env-only ceiling"""
+    num_envs: Optional[int] = None
+    """override num_envs of every script (default: each script's own default)"""
+    cuda: bool = True
+    """let the scripts use CUDA where available"""
+    peer: Optional[str] = None
+    """path of CleanRL's ppo_atari_envpool.py (adapted to envpool>=1.2), timed with the same settings"""
+    env_steps: int = 2000
+    """steps of the env-only ceiling measurement"""
+    json_out: Optional[str] = None
+    """also write the table as JSON here"""
+
+
+DRIVER = r"""
+import json, sys, time
+sys.path.insert(0, {root!r})
+import {script} as m
+args = m.Args(**json.loads({kwargs!r}))
+t = time.time()
+out = m.train(args)
+print("RESULT " + json.dumps({{"sps": out["sps"], "global_step": out["global_step"], "wall": time.time() - t}}))
+"""
+
+ENV_ONLY = r"""
+import json, sys, time
+import numpy as np
+sys.path.insert(0, {root!r})
+import ppo_atari as m
+envs = m.make_envs(m.Args(env_id={env_id!r}), m.resolve_backend({backend!r}), 1, {num_envs})
+envs.reset()
+rng = np.random.default_rng(0)
+for _ in range(50):
+    envs.step(rng.integers(0, envs.num_actions, {num_envs}))
+t = time.time()
+for _ in range({steps}):
+    envs.step(rng.integers(0, envs.num_actions, {num_envs}))
+print("RESULT " + json.dumps({{"sps": {steps} * {num_envs} / (time.time() - t)}}))
+"""
+
+
+def run_measured(cmd: list[str], cwd: str) -> tuple[str, float]:
+    """Run a command; returns (stdout+stderr, peak RSS in MiB of that process alone)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{out[-3000:]}")
+    return out, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def result_of(output: str) -> dict:
+    lines = [l for l in output.splitlines() if l.startswith("RESULT ")]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(args: Args) -> list[dict]:
+    rows = []
+    tmp = tempfile.mkdtemp(prefix="throughput_")
+    for script in args.scripts:
+        sys.path.insert(0, str(ROOT))
+        module = __import__(script)
+        defaults = module.Args()
+        num_envs = args.num_envs or defaults.num_envs
+        kwargs = {"env_id": args.env_id, "env_backend": args.env_backend, "num_envs": num_envs,
+                  "total_timesteps": args.iterations * num_envs * defaults.num_steps, "cuda": args.cuda,
+                  "runs_dir": tmp, "checkpoint_every": 0, "log_interval": 1e9}
+        code = DRIVER.format(root=str(ROOT), script=script, kwargs=json.dumps(kwargs))
+        out, rss = run_measured([sys.executable, "-c", code], cwd=tmp)
+        res = result_of(out)
+        rows.append({"what": f"{script}.py", "num_envs": num_envs, "num_steps": defaults.num_steps,
+                     "steps": res["global_step"], "sps": res["sps"], "peak_rss_mib": rss})
+        print(f"measured {rows[-1]}", flush=True)
+
+    if args.peer:
+        num_envs = args.num_envs or 8
+        steps = args.iterations * num_envs * 128
+        cmd = [sys.executable, args.peer, "--env-id", args.env_id, "--num-envs", str(num_envs),
+               "--total-timesteps", str(steps), "--cuda" if args.cuda else "--no-cuda"]
+        out, rss = run_measured(cmd, cwd=tmp)
+        sps = [int(x) for x in re.findall(r"^SPS: (\d+)", out, flags=re.M)]
+        rows.append({"what": Path(args.peer).name + " (peer)", "num_envs": num_envs, "num_steps": 128,
+                     "steps": steps, "sps": float(sps[-1]), "peak_rss_mib": rss})
+        print(f"measured {rows[-1]}", flush=True)
+
+    for num_envs in sorted({r["num_envs"] for r in rows}):
+        code = ENV_ONLY.format(root=str(ROOT), env_id=args.env_id, backend=args.env_backend,
+                               num_envs=num_envs, steps=args.env_steps)
+        out, rss = run_measured([sys.executable, "-c", code], cwd=tmp)
+        rows.append({"what": "env only, random actions", "num_envs": num_envs, "num_steps": None,
+                     "steps": args.env_steps * num_envs, "sps": result_of(out)["sps"], "peak_rss_mib": rss})
+        print(f"measured {rows[-1]}", flush=True)
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if args.cuda and torch.cuda.is_available() else \
+        f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    print(f"\n{args.env_id}, {device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    print("| what | num_envs | steps timed | SPS | peak RSS (MiB) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {r['peak_rss_mib']:,.0f} |")
+    peer = [r for r in rows if r["what"].endswith("(peer)")]
+    if peer:
+        for r in rows:
+            if r["what"].endswith(".py") and r["num_envs"] == peer[0]["num_envs"]:
+                print(f"\n{r['what']} / peer: SPS x{r['sps'] / peer[0]['sps']:.2f}, "
+                      f"peak RSS x{r['peak_rss_mib'] / peer[0]['peak_rss_mib']:.2f}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"device": device, "rows": rows}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,196 @@
+"""The blocks every training script holds (game ids, env protocol, episode statistics, frame stack,
+returns): one behaviour per test, run against every script so the copies cannot drift."""
+
+import ast
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BACKENDS, ROOT, SCRIPTS
+
+SHARED_NAMES = ["UsageError", "atari_game", "resolve_backend", "AtariEnvs", "EpisodeStats", "FrameStack",
+                "layer_init", "PixelConv2d", "compute_gae", "bootstrap_truncations", "save_checkpoint",
+                "write_checkpoints", "load_checkpoint", "rng_state", "set_rng_state", "format_duration"]
+
+
+def top_level_sources(script_name):
+    src = (ROOT / f"{script_name}.py").read_text()
+    return {node.name: ast.get_source_segment(src, node) for node in ast.parse(src).body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+
+
+@pytest.mark.parametrize("name", SHARED_NAMES)
+def test_every_script_defines_the_shared_block(name):
+    for s in SCRIPTS:
+        assert name in top_level_sources(s), f"{s}.py lacks {name}"
+
+
+@pytest.mark.parametrize("pair", list(itertools.combinations(SCRIPTS, 2)) or [None])
+def test_shared_blocks_are_the_same_text_in_every_script(pair):
+    if pair is None:
+        pytest.skip("only one training script exists so far")
+    a, b = (top_level_sources(s) for s in pair)
+    drifted = [n for n in SHARED_NAMES if a.get(n) != b.get(n)]
+    assert not drifted, f"{pair[0]}.py and {pair[1]}.py differ in {drifted}"
+
+
+# --- game ids ---------------------------------------------------------------------------------
+
+
+def test_gymnasium_id_forms_name_the_same_game(script):
+    forms = ["Breakout-v5", "ALE/Breakout-v5", "BreakoutNoFrameskip-v4", "Breakout-v4", "breakout"]
+    assert {script.atari_game(f) for f in forms} == {"breakout"}
+
+
+def test_camel_case_games_map_to_rom_names(script):
+    assert script.atari_game("SpaceInvaders-v5") == "space_invaders"
+    assert script.atari_game("MsPacmanNoFrameskip-v4") == "ms_pacman"
+    assert script.atari_game("ALE/BeamRider-v5") == "beam_rider"
+
+
+def test_unknown_game_is_a_usage_error(script):
+    with pytest.raises(script.UsageError, match="not an Atari game"):
+        script.atari_game("NotAGame-v5")
+
+
+# --- episode statistics -----------------------------------------------------------------------
+
+
+def step(stats, rewards, terminated=(False,), truncated=(False,), lives=(3,)):
+    return stats.update(np.array(rewards, np.float32), np.array(terminated), np.array(truncated),
+                        np.array(lives))
+
+
+def test_life_loss_does_not_end_the_logged_game(script):
+    stats = script.EpisodeStats(1, np.array([3]))
+    step(stats, [5.0], lives=[3])
+    valid, life_lost, returns, _ = step(stats, [2.0], lives=[2])
+    assert life_lost.tolist() == [True] and valid.tolist() == [True]
+    assert returns.size == 0  # the game goes on
+    _, _, returns, lengths = step(stats, [10.0], terminated=[True], lives=[0])
+    assert returns.tolist() == [17.0] and lengths.tolist() == [3]  # raw score of all lives
+
+
+def test_game_over_reports_raw_unclipped_score_and_restarts(script):
+    stats = script.EpisodeStats(1, np.array([1]))
+    _, _, returns, _ = step(stats, [400.0], terminated=[True], lives=[0])
+    assert returns.tolist() == [400.0]
+    valid, life_lost, returns, _ = step(stats, [0.0], lives=[5])  # the backend's reset step
+    assert valid.tolist() == [False] and life_lost.tolist() == [False] and returns.size == 0
+    _, _, returns, lengths = step(stats, [7.0], terminated=[True], lives=[0])
+    assert returns.tolist() == [7.0] and lengths.tolist() == [1]
+
+
+def test_truncation_reports_the_game_and_nothing_leaks_into_the_next(script):
+    stats = script.EpisodeStats(2, np.array([3, 3]))
+    step(stats, [1.0, 2.0], [False, False], [False, False], [3, 3])
+    _, _, returns, lengths = step(stats, [1.0, 2.0], [False, False], [True, False], [3, 3])
+    assert returns.tolist() == [2.0] and lengths.tolist() == [2]
+    step(stats, [0.0, 0.0], [False, False], [False, False], [3, 3])  # env 0 resets here
+    _, _, returns, lengths = step(stats, [3.0, 0.0], [True, True], [False, False], [0, 0])
+    assert returns.tolist() == [3.0, 4.0] and lengths.tolist() == [1, 4]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_games_scores_are_sums_of_raw_rewards_between_game_ends(script, backend):
+    envs = script.AtariEnvs("breakout", backend, 4, seed=3, max_episode_frames=1000)
+    try:
+        _, lives = envs.reset()
+        stats = script.EpisodeStats(4, lives)
+        rng = np.random.default_rng(0)
+        running, reported, kinds = np.zeros(4), [], set()
+        ended = np.zeros(4, bool)
+        for _ in range(700):
+            _, raw, term, trunc, lives = envs.step(rng.integers(0, envs.num_actions, 4))
+            running += raw * ~ended
+            valid, life_lost, returns, _ = stats.update(raw, term, trunc, lives)
+            assert valid.tolist() == (~ended).tolist()
+            ended = (term | trunc) & valid
+            kinds |= {"game over"} if term.any() else set()
+            kinds |= {"truncation"} if trunc.any() else set()
+            kinds |= {"life loss"} if life_lost.any() else set()
+            assert np.allclose(returns, running[ended])
+            reported.extend(returns)
+            running[ended] = 0.0
+        assert kinds == {"game over", "truncation", "life loss"}
+        assert len(reported) >= 8
+    finally:
+        envs.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backends_give_the_same_protocol(script, backend):
+    envs = script.AtariEnvs("breakout", backend, 2, seed=1, sticky_actions=0.25, full_action_space=True)
+    try:
+        frames, lives = envs.reset()
+        assert frames.shape == (2, 84, 84) and frames.dtype == np.uint8
+        assert lives.tolist() == [5, 5] and envs.num_actions == 18
+    finally:
+        envs.close()
+    envs = script.AtariEnvs("breakout", backend, 2, seed=1)
+    assert envs.num_actions == 4  # minimal action set by default
+    envs.close()
+
+
+# --- frame stack --------------------------------------------------------------------------------
+
+
+def test_frame_stack_keeps_the_last_frames_in_order(script):
+    stack = script.FrameStack(2, 4, torch.device("cpu"))
+    for value in range(1, 6):
+        obs = stack.push(torch.full((2, 84, 84), value, dtype=torch.uint8), torch.zeros(2, dtype=torch.bool))
+    assert obs.shape == (2, 4, 84, 84) and obs.dtype == torch.uint8
+    assert obs[:, :, 0, 0].tolist() == [[2, 3, 4, 5]] * 2
+
+
+def test_frame_stack_zeroes_history_of_an_env_whose_episode_started(script):
+    stack = script.FrameStack(2, 4, torch.device("cpu"))
+    for value in range(1, 5):
+        stack.push(torch.full((2, 84, 84), value, dtype=torch.uint8), torch.zeros(2, dtype=torch.bool))
+    obs = stack.push(torch.full((2, 84, 84), 9, dtype=torch.uint8), torch.tensor([False, True]))
+    assert obs[0, :, 0, 0].tolist() == [2, 3, 4, 9]
+    assert obs[1, :, 0, 0].tolist() == [0, 0, 0, 9]
+    assert obs.is_contiguous(memory_format=torch.channels_last)
+
+
+# --- returns --------------------------------------------------------------------------------------
+
+
+def test_gae_with_lambda_one_gives_n_step_returns_cut_at_episode_end(script):
+    # one env, 4 steps, the episode ends on the transition taken at step 1
+    rewards = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    values = torch.tensor([[0.5], [0.25], [1.0], [2.0]])
+    dones = torch.tensor([[0.0], [1.0], [0.0], [0.0]])
+    last_value = torch.tensor([10.0])
+    advantages, returns = script.compute_gae(rewards, values, dones, last_value, 0.9, 1.0)
+    expected = [1 + 0.9 * 2, 2.0, 3 + 0.9 * 4 + 0.81 * 10, 4 + 0.9 * 10]
+    assert torch.allclose(returns[:, 0], torch.tensor(expected))
+    assert torch.allclose(advantages, returns - values)
+
+
+def test_gae_matches_the_recursive_definition(script):
+    g = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    dones = (torch.rand(6, 3, generator=g) < 0.3).float()
+    last_value = torch.randn(3, generator=g)
+    gamma, lam = 0.99, 0.95
+    advantages, returns = script.compute_gae(rewards, values, dones, last_value, gamma, lam)
+    next_values = torch.cat([values[1:], last_value[None]])
+    deltas = rewards + gamma * next_values * (1 - dones) - values
+    for t in range(6):  # A_t = sum_k (gamma*lam)^k delta_{t+k}, stopping after an episode end
+        expected, factor = torch.zeros(3), torch.ones(3)
+        for k in range(t, 6):
+            expected += factor * deltas[k]
+            factor = factor * gamma * lam * (1 - dones[k])
+        assert torch.allclose(advantages[t], expected, atol=1e-6)
+    assert torch.allclose(returns, advantages + values)
+
+
+def test_truncation_bootstrap_adds_discounted_value_of_the_final_observation(script):
+    rewards = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    values = torch.tensor([[0.0, 0.0], [5.0, 0.0]])  # step 1 of env 0 sees the final observation
+    truncations = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    out = script.bootstrap_truncations(rewards, values, torch.tensor([0.0, 7.0]), truncations, 0.5)
+    assert out.tolist() == [[1.0 + 2.5, 1.0], [0.0, 1.0 + 3.5]]
