@@ -625,11 +625,15 @@ def train(args: Args) -> dict:
 
     gae_fn, loss_fn = compute_gae, ppo_loss
     if args.compile:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.fallback_random = True  # sample actions from the eager RNG stream
         policy, gae_fn, loss_fn = torch.compile(policy), torch.compile(gae_fn), torch.compile(loss_fn)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
-    writer = SummaryWriter(str(run_dir), purge_step=global_step if resume is not None else None)
+    # On resume, TensorBoard hides what the first run logged after this checkpoint.
+    writer = SummaryWriter(str(run_dir), purge_step=global_step + 1 if resume is not None else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
         f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
 

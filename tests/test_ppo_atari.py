@@ -1,0 +1,179 @@
+"""PPO-specific behaviour of ppo_atari.py: rollout masking at episode boundaries, the clipped
+losses, early stopping on KL, the learning-rate schedule, and --compile."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import ppo_atari as P
+from conftest import BACKENDS, tiny_args
+
+CPU = torch.device("cpu")
+
+
+def rollout(backend, num_steps=64, **overrides):
+    """One rollout of a fresh agent on games capped at 30 agent steps, so games end inside it."""
+    torch.manual_seed(0)
+    args = P.Args(num_envs=3, num_steps=num_steps, max_episode_frames=120, **overrides)
+    envs = P.make_envs(args, backend, seed=1, num_envs=3)
+    agent = P.Agent(envs.num_actions)
+    buf = P.RolloutBuffer(num_steps, 3, 4, CPU)
+    stack = P.FrameStack(3, 4, CPU)
+    frames, lives = envs.reset()
+    stack.push(torch.from_numpy(frames), torch.ones(3, dtype=torch.bool))
+    stats = P.EpisodeStats(3, lives)
+    P.collect_rollout(lambda obs: P.policy_step(agent, obs), envs, stack, stats, buf, args, CPU)
+    envs.close()
+    return agent, buf, stack, args
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reset_steps_are_masked_and_never_bootstrapped_across(backend):
+    _, buf, _, _ = rollout(backend)
+    valid, dones = buf.valid.bool(), buf.dones.bool()
+    # a step is invalid (the backend resets and ignores the action) exactly after a game ended;
+    # games are capped at 30 steps, so each env ends twice in 64 steps
+    for env in range(3):
+        invalid = [t for t in range(64) if not valid[t, env]]
+        assert len(invalid) >= 2
+        for t in invalid:
+            assert dones[t - 1, env], "a reset step must follow a transition that ended the episode"
+            assert buf.rewards[t, env] == 0
+            # the first observation of the new game carries no frames of the old one
+            if t + 1 < 64:
+                assert buf.obs[t + 1, env, :3].eq(0).all()
+                assert buf.obs[t + 1, env, 3].any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transitions_straddling_a_reset_do_not_enter_the_loss(backend):
+    agent, buf, _, _ = rollout(backend)
+    mask = buf.valid.flatten()
+    assert 0 < mask.sum() < mask.numel()
+    obs = buf.obs.flatten(0, 1)
+    last_value = torch.zeros(3)
+    advantages, returns = P.compute_gae(buf.rewards, buf.values, buf.dones, last_value, 0.99, 0.95)
+
+    def loss_and_grads(actions, logprobs, values, advantages, returns):
+        agent.zero_grad()
+        loss, _ = P.ppo_loss(agent, obs, actions, logprobs, advantages.flatten(), returns.flatten(),
+                             values, mask, 0.1, True, True, 0.01, 0.5)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in agent.parameters()]
+
+    actions, logprobs, values = buf.actions.flatten(), buf.logprobs.flatten(), buf.values.flatten()
+    base = loss_and_grads(actions, logprobs, values, advantages, returns)
+    invalid = ~mask.bool()
+    garbage = loss_and_grads(torch.where(invalid, (actions + 1) % agent.actor.out_features, actions),
+                             torch.where(invalid, logprobs - 3.0, logprobs), torch.where(invalid, values + 50, values),
+                             torch.where(invalid.view(64, 3), advantages + 100, advantages),
+                             torch.where(invalid.view(64, 3), returns - 100, returns))
+    assert torch.allclose(base[0], garbage[0])
+    assert all(torch.allclose(a, b) for a, b in zip(base[1], garbage[1]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_time_limit_bootstrap_marks_only_capped_transitions(backend):
+    _, buf, _, _ = rollout(backend, time_limit_bootstrap=True)
+    cut = buf.truncations.bool()
+    assert cut.any()
+    assert (buf.dones.bool() | ~cut).all()  # a cut step is also an episode end for GAE
+    _, buf_plain, _, _ = rollout(backend)
+    assert not buf_plain.truncations.any()
+
+
+def minibatch(agent, n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randint(0, 255, (n, 4, 84, 84), dtype=torch.uint8, generator=g)
+    with torch.no_grad():
+        action, logprob, value = P.policy_step(agent, obs)
+    return obs, action, logprob, value
+
+
+def test_loss_at_the_collecting_policy_has_no_kl_and_no_clipping():
+    torch.manual_seed(0)
+    agent = P.Agent(4)
+    obs, action, logprob, value = minibatch(agent)
+    adv = torch.randn(32)
+    _, figures = P.ppo_loss(agent, obs, action, logprob, adv, value + adv, value, torch.ones(32),
+                            0.1, True, True, 0.01, 0.5)
+    pg_loss, v_loss, entropy, approx_kl, clipfrac = figures.tolist()
+    assert abs(approx_kl) < 1e-6 and clipfrac == 0.0
+    assert abs(pg_loss) < 1e-5  # -mean(normalised advantage) at ratio 1
+    assert entropy == pytest.approx(np.log(4), abs=1e-3)  # near-uniform initial policy
+
+
+def test_ratio_beyond_the_clip_gets_no_policy_gradient():
+    torch.manual_seed(0)
+    agent = P.Agent(4)
+    obs, action, logprob, value = minibatch(agent)
+    positive = torch.ones(32)
+    # old policy much less likely to take these actions: ratio e^1 > 1 + clip, advantage > 0
+    agent.zero_grad()
+    loss, figures = P.ppo_loss(agent, obs, action, logprob - 1.0, positive, value, value, torch.ones(32),
+                               0.1, False, False, 0.0, 0.0)
+    loss.backward()
+    assert figures[4].item() == 1.0  # every sample clipped
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in agent.parameters())
+    # inside the clip range the same advantage does move the policy
+    agent.zero_grad()
+    loss, _ = P.ppo_loss(agent, obs, action, logprob, positive, value, value, torch.ones(32),
+                         0.1, False, False, 0.0, 0.0)
+    loss.backward()
+    assert agent.actor.weight.grad.abs().max() > 0
+
+
+def test_clipped_value_loss_takes_the_larger_of_the_two_errors():
+    torch.manual_seed(0)
+    agent = P.Agent(4)
+    obs, action, logprob, value = minibatch(agent)
+    returns = value + 1.0
+    old_values = value - 0.5  # new values sit outside old +- clip: clipped prediction is worse
+    _, unclipped = P.ppo_loss(agent, obs, action, logprob, torch.zeros(32), returns, old_values,
+                              torch.ones(32), 0.1, False, False, 0.0, 0.5)
+    _, clipped = P.ppo_loss(agent, obs, action, logprob, torch.zeros(32), returns, old_values,
+                            torch.ones(32), 0.1, True, False, 0.0, 0.5)
+    assert unclipped[1].item() == pytest.approx(0.5, rel=1e-4)  # 0.5 * 1^2
+    assert clipped[1].item() == pytest.approx(0.5 * 1.4 ** 2, rel=1e-4)  # (old + 0.1) is 1.4 short
+
+
+def test_target_kl_stops_the_update_after_the_offending_minibatch():
+    def adam_steps(target_kl):
+        torch.manual_seed(0)
+        agent = P.Agent(4).to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(agent.parameters(), lr=1e-2, eps=1e-5)
+        obs, action, logprob, value = minibatch(agent, n=64)
+        batch = {"frames": obs.permute(0, 2, 3, 1).contiguous(), "actions": action, "logprobs": logprob,
+                 "advantages": torch.randn(64), "returns": value, "values": value, "valid": torch.ones(64)}
+        args = P.Args(update_epochs=4, num_minibatches=4, target_kl=target_kl)
+        P.ppo_update(agent, opt, P.ppo_loss, batch, args, 16)
+        return int(opt.state[agent.actor.weight]["step"])
+
+    assert adam_steps(None) == 16
+    assert adam_steps(1e-9) == 2  # the first minibatch is at the collecting policy: KL 0
+
+
+def test_learning_rate_anneals_linearly_to_zero(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = tiny_args(P, tmp_path, iterations=4, run_name="lr", learning_rate=1e-3)
+    P.train(args)
+    acc = EventAccumulator(str(tmp_path / "runs" / "lr"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("charts/learning_rate")] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    P.train(dataclasses.replace(args, run_name="flat", anneal_lr=False))
+    acc = EventAccumulator(str(tmp_path / "runs" / "flat"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("charts/learning_rate")] == pytest.approx([1e-3] * 4)
+
+
+def test_compile_learns_the_same_as_eager(tmp_path):
+    weights = []
+    for compiled in (False, True):
+        args = tiny_args(P, tmp_path, iterations=2, run_name=f"compile-{compiled}", compile=compiled, seed=3)
+        out = P.train(args)
+        weights.append(torch.load(out["checkpoint"], weights_only=True)["model"])
+    for name in weights[0]:
+        assert torch.allclose(weights[0][name], weights[1][name], atol=1e-5), name
