@@ -126,14 +126,13 @@ class UsageError(Exception):
     """Bad flags or inputs, reported as one sentence before any env or model is built."""
 
 
-def check_args(args: Args) -> None:
-    positive = ["num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps",
-                "frame_skip", "frame_stack", "max_episode_frames", "learning_rate", "log_interval"]
-    for name in positive:
+def check_common_args(args: Args) -> None:
+    """Checks of the flags every script shares; each failure is one sentence."""
+    for name in ["num_envs", "num_steps", "total_timesteps", "frame_skip", "frame_stack",
+                 "max_episode_frames", "learning_rate", "log_interval"]:
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    for name in ["noop_max", "checkpoint_every", "threads", "env_threads", "ent_coef", "vf_coef",
-                 "max_grad_norm", "clip_coef"]:
+    for name in ["noop_max", "checkpoint_every", "threads", "env_threads"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
     if not 0.0 <= args.sticky_actions <= 1.0:
@@ -142,15 +141,25 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--gamma must lie in (0, 1], got {args.gamma}.")
     if not 0.0 <= args.gae_lambda <= 1.0:
         raise UsageError(f"--gae-lambda must lie in [0, 1], got {args.gae_lambda}.")
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        raise UsageError(f"--total-timesteps ({args.total_timesteps}) must be at least one rollout, "
+                         f"--num-envs x --num-steps ({args.num_envs * args.num_steps}).")
+
+
+def check_args(args: Args) -> None:
+    check_common_args(args)
+    for name in ["num_minibatches", "update_epochs"]:
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
+    for name in ["ent_coef", "vf_coef", "max_grad_norm", "clip_coef"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
     if args.target_kl is not None and args.target_kl <= 0:
         raise UsageError(f"--target-kl must be positive when given, got {args.target_kl}.")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise UsageError(f"--num-envs x --num-steps ({batch_size}) must be divisible by "
                          f"--num-minibatches ({args.num_minibatches}).")
-    if args.total_timesteps < batch_size:
-        raise UsageError(f"--total-timesteps ({args.total_timesteps}) must be at least one rollout, "
-                         f"--num-envs x --num-steps ({batch_size}).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,35 +584,79 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def train(args: Args) -> dict:
-    check_args(args)
-    game = atari_game(args.env_id)
-    backend = resolve_backend(args.env_backend)
-    batch_size = args.num_envs * args.num_steps
-    minibatch_size = batch_size // args.num_minibatches
-    num_iterations = args.total_timesteps // batch_size
-
+def prepare_run(args: Args) -> tuple[Optional[dict], Path]:
+    """The checkpoint to resume (checked) and the run folder; refuses, before anything is written,
+    to start a fresh run in a folder that already holds checkpoints."""
     resume = load_checkpoint(args.resume) if args.resume else None
     if resume is not None:
         check_resume(resume, args)
         ckpt_dir = Path(resume["path"]).parent
-        run_dir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else None
-    else:
-        run_dir = None
-    if run_dir is None:
-        run_name = args.run_name or f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = Path(args.runs_dir) / run_name
-        if resume is None and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-            raise UsageError(f"{str(run_dir)!r} already holds checkpoints; pass --resume or another --run-name.")
+        if ckpt_dir.name == "checkpoints":
+            return resume, ckpt_dir.parent  # continue logging in the same folder
+    run_name = args.run_name or f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.runs_dir) / run_name
+    if resume is None and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise UsageError(f"{str(run_dir)!r} already holds checkpoints; pass --resume or another --run-name.")
+    return resume, run_dir
 
-    # Seeding (CleanRL order); a resumed run restores the saved RNG state below.
+
+def seed_everything(args: Args) -> torch.device:
+    """Seeds (CleanRL's order), thread count and device; a resumed run then restores its RNG state."""
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+
+def open_writer(run_dir: Path, args: Args, resume: Optional[dict]) -> SummaryWriter:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    # On resume, TensorBoard hides what the first run logged after the checkpoint.
+    writer = SummaryWriter(str(run_dir), purge_step=resume["global_step"] + 1 if resume else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+        f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
+    return writer
+
+
+class StopOnSignal:
+    """Within `with`, SIGINT/SIGTERM only set `.signal`: the loop saves a checkpoint and stops."""
+
+    def __init__(self):
+        self.signal, self.previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.request)
+        return self
+
+    def request(self, signum, _frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def progress_line(global_step: int, total: int, sps: float, elapsed: float, recent_returns: list) -> str:
+    eta = (total - global_step) / max(sps, 1e-9)
+    mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
+    return (f"step {global_step:,}/{total:,} | SPS {sps:,.0f} | elapsed {format_duration(elapsed)} | "
+            f"ETA {format_duration(eta)} | return {mean_return} (last {len(recent_returns)} games)")
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    atari_game(args.env_id)
+    backend = resolve_backend(args.env_backend)
+    resume, run_dir = prepare_run(args)
+    device = seed_everything(args)
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
 
     start_iteration = 1 if resume is None else resume["iteration"] + 1
     global_step = 0 if resume is None else resume["global_step"]
@@ -612,10 +665,6 @@ def train(args: Args) -> dict:
     agent = Agent(envs.num_actions, args.frame_stack).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     if resume is not None:
-        if resume["model"]["actor.weight"].shape[0] != envs.num_actions:
-            envs.close()
-            raise UsageError(f"{resume['path']!r} has {resume['model']['actor.weight'].shape[0]} actions, "
-                             f"this game has {envs.num_actions}.")
         agent.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         set_rng_state(resume["rng"])
@@ -630,26 +679,12 @@ def train(args: Args) -> dict:
         inductor_config.fallback_random = True  # sample actions from the eager RNG stream
         policy, gae_fn, loss_fn = torch.compile(policy), torch.compile(gae_fn), torch.compile(loss_fn)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
-    # On resume, TensorBoard hides what the first run logged after this checkpoint.
-    writer = SummaryWriter(str(run_dir), purge_step=global_step + 1 if resume is not None else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-        f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
-
+    writer = open_writer(run_dir, args, resume)
     buf = RolloutBuffer(args.num_steps, args.num_envs, args.frame_stack, device)
     frame_stack = FrameStack(args.num_envs, args.frame_stack, device)
     frames, lives = envs.reset()
     frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(args.num_envs, dtype=torch.bool, device=device))
     stats = EpisodeStats(args.num_envs, lives)
-
-    stop = {"signal": None}
-    previous_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        def request_stop(signum, _frame):
-            stop["signal"] = signum
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous_handlers[sig] = signal.signal(sig, request_stop)
 
     def checkpoint_state(iteration: int) -> dict:
         return {"script": SCRIPT, "args": dataclasses.asdict(args), "iteration": iteration,
@@ -657,73 +692,64 @@ def train(args: Args) -> dict:
                 "model": agent.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state()}
 
     recent_returns: list[float] = []
-    episodes = 0
+    episodes, iteration, last_checkpoint = 0, start_iteration - 1, None
     start_time = last_log = time.time()
     start_step = global_step
-    iteration = start_iteration - 1
-    last_checkpoint = None
-    try:
-        for iteration in range(start_iteration, num_iterations + 1):
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
+    with StopOnSignal() as stop:
+        try:
+            for iteration in range(start_iteration, num_iterations + 1):
+                if args.anneal_lr:
+                    optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
 
-            agent.eval()
-            returns_done, lengths_done = collect_rollout(policy, envs, frame_stack, stats, buf, args, device)
-            global_step += batch_size
-            with torch.no_grad():
-                last_value = agent(frame_stack.obs)[1]
-                rewards = buf.rewards
-                if args.time_limit_bootstrap:
-                    rewards = bootstrap_truncations(rewards, buf.values, last_value, buf.truncations, args.gamma)
-                advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
+                agent.eval()
+                returns_done, lengths_done = collect_rollout(policy, envs, frame_stack, stats, buf, args, device)
+                global_step += batch_size
+                with torch.no_grad():
+                    last_value = agent(frame_stack.obs)[1]
+                    rewards = buf.rewards
+                    if args.time_limit_bootstrap:
+                        rewards = bootstrap_truncations(rewards, buf.values, last_value, buf.truncations, args.gamma)
+                    advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
 
-            agent.train()
-            batch = {"frames": buf.frames.flatten(0, 1), "actions": buf.actions.flatten(), "logprobs": buf.logprobs.flatten(),
-                     "advantages": advantages.flatten(), "returns": returns.flatten(), "values": buf.values.flatten(),
-                     "valid": buf.valid.flatten()}
-            figures = ppo_update(agent, optimizer, loss_fn, batch, args, minibatch_size).tolist()
+                agent.train()
+                batch = {"frames": buf.frames.flatten(0, 1), "actions": buf.actions.flatten(),
+                         "logprobs": buf.logprobs.flatten(), "advantages": advantages.flatten(),
+                         "returns": returns.flatten(), "values": buf.values.flatten(), "valid": buf.valid.flatten()}
+                figures = ppo_update(agent, optimizer, loss_fn, batch, args, minibatch_size).tolist()
 
-            # Logging: figures are read once per iteration, never inside the rollout.
-            for r, l in zip(returns_done, lengths_done):
-                writer.add_scalar("charts/episodic_return", r, global_step)
-                writer.add_scalar("charts/episodic_length", l, global_step)
-            episodes += len(returns_done)
-            recent_returns = (recent_returns + returns_done)[-100:]
-            sps = (global_step - start_step) / (time.time() - start_time)
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            for tag, value in zip(["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"], figures):
-                writer.add_scalar(f"losses/{tag}", value, global_step)
-            writer.add_scalar("losses/explained_variance", explained_variance(buf.values, returns, buf.valid), global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
+                # Logging: figures are read once per iteration, never inside the rollout.
+                for r, l in zip(returns_done, lengths_done):
+                    writer.add_scalar("charts/episodic_return", r, global_step)
+                    writer.add_scalar("charts/episodic_length", l, global_step)
+                episodes += len(returns_done)
+                recent_returns = (recent_returns + returns_done)[-100:]
+                sps = (global_step - start_step) / (time.time() - start_time)
+                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+                for tag, value in zip(["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"], figures):
+                    writer.add_scalar(f"losses/{tag}", value, global_step)
+                writer.add_scalar("losses/explained_variance", explained_variance(buf.values, returns, buf.valid), global_step)
+                writer.add_scalar("charts/SPS", sps, global_step)
+                if time.time() - last_log >= args.log_interval or iteration == num_iterations:
+                    last_log = time.time()
+                    print(progress_line(global_step, args.total_timesteps, sps, last_log - start_time, recent_returns), flush=True)
 
-            now = time.time()
-            if now - last_log >= args.log_interval or iteration == num_iterations:
-                last_log = now
-                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
-                mean_ret = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
-                print(f"step {global_step:,}/{args.total_timesteps:,} | SPS {sps:,.0f} | elapsed "
-                      f"{format_duration(now - start_time)} | ETA {format_duration(eta)} | "
-                      f"return {mean_ret} (last {len(recent_returns)} games)", flush=True)
-
-            if stop["signal"] is not None:
-                print(f"signal {stop['signal']} received: saving a checkpoint and stopping", flush=True)
-                break
-            if args.checkpoint_every and iteration % args.checkpoint_every == 0 and iteration != num_iterations:
+                if stop.signal is not None:
+                    print(f"signal {stop.signal} received: saving a checkpoint and stopping", flush=True)
+                    break
+                if args.checkpoint_every and iteration % args.checkpoint_every == 0 and iteration != num_iterations:
+                    last_checkpoint = write_checkpoints(run_dir, checkpoint_state(iteration))
+            if iteration >= start_iteration:
                 last_checkpoint = write_checkpoints(run_dir, checkpoint_state(iteration))
-        if iteration >= start_iteration:
-            last_checkpoint = write_checkpoints(run_dir, checkpoint_state(iteration))
-    finally:
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
-        writer.close()
-        envs.close()
+        finally:
+            writer.close()
+            envs.close()
 
     elapsed = time.time() - start_time
     return {"global_step": global_step, "iteration": iteration, "episodes": episodes,
             "sps": (global_step - start_step) / max(elapsed, 1e-9), "elapsed": elapsed,
             "mean_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
             "run_dir": str(run_dir), "checkpoint": str(last_checkpoint) if last_checkpoint else None,
-            "interrupted": stop["signal"] is not None}
+            "interrupted": stop.signal is not None}
 
 
 def main() -> None:

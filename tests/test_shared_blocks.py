@@ -10,9 +10,11 @@ import torch
 
 from conftest import BACKENDS, ROOT, SCRIPTS
 
-SHARED_NAMES = ["UsageError", "atari_game", "resolve_backend", "AtariEnvs", "EpisodeStats", "FrameStack",
-                "layer_init", "PixelConv2d", "compute_gae", "bootstrap_truncations", "save_checkpoint",
-                "write_checkpoints", "load_checkpoint", "rng_state", "set_rng_state", "format_duration"]
+SHARED_NAMES = ["UsageError", "check_common_args", "atari_game", "resolve_backend", "AtariEnvs", "make_envs",
+                "EpisodeStats", "FrameStack", "layer_init", "PixelConv2d", "compute_gae", "bootstrap_truncations",
+                "save_checkpoint", "write_checkpoints", "load_checkpoint", "rng_state", "set_rng_state",
+                "check_resume", "format_duration", "prepare_run", "seed_everything", "open_writer",
+                "StopOnSignal", "progress_line", "main"]
 
 
 def top_level_sources(script_name):
