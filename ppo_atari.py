@@ -56,8 +56,6 @@ class Args:
     """name of the run folder (default: <env>__<exp_name>__<seed>__<unix time>)"""
     resume: Optional[str] = None
     """checkpoint file (or run folder, meaning its latest checkpoint) to continue from"""
-    checkpoint_every: int = 500
-    """save a checkpoint every this many iterations (0: only at the end and on SIGINT/SIGTERM)"""
     log_interval: float = 10.0
     """seconds between console progress lines"""
 
@@ -120,6 +118,8 @@ class Args:
     """global gradient norm clip"""
     target_kl: Optional[float] = None
     """stop the update early once a minibatch's approximate KL exceeds this"""
+    checkpoint_every: int = 500
+    """save a checkpoint every this many iterations (0: only at the end and on SIGINT/SIGTERM)"""
 
 
 class UsageError(Exception):

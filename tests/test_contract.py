@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import BACKENDS, ROOT, tiny_args
+from conftest import BACKENDS, ROOT, TINY, tiny_args
 
 
 def run_cli(script_name, *flags, cwd, timeout=120):
@@ -89,7 +89,8 @@ def test_smoke_training_writes_the_run_folder(script, tmp_path, backend):
 def test_tensorboard_tags_follow_cleanrl(script, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    args = tiny_args(script, tmp_path, iterations=2, run_name="tags", max_episode_frames=80)
+    num_steps = TINY[script.SCRIPT]["num_steps"]
+    args = tiny_args(script, tmp_path, iterations=2, run_name="tags", max_episode_frames=4 * num_steps)
     script.train(args)
     acc = EventAccumulator(str(tmp_path / "runs" / "tags"))
     acc.Reload()

@@ -1,0 +1,126 @@
+"""A2C-specific behaviour of a2c_atari.py: n-step returns, TensorFlow-style RMSprop, the
+learning-rate schedule, the A2C loss and evaluation on whole games."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import a2c_atari as A
+from conftest import BACKENDS, tiny_args
+
+
+def test_n_step_returns_match_a_hand_computed_example_with_an_episode_end():
+    # 5 steps of one env (A2C's default rollout); the episode ends on the transition at step 2
+    gamma = 0.99
+    rewards = torch.tensor([[1.0], [0.0], [1.0], [0.0], [2.0]])
+    values = torch.tensor([[0.3], [0.2], [0.1], [0.4], [0.5]])
+    dones = torch.tensor([[0.0], [0.0], [1.0], [0.0], [0.0]])
+    last_value = torch.tensor([3.0])
+    _, returns = A.compute_gae(rewards, values, dones, last_value, gamma, 1.0)
+    expected = [1 + gamma * 0 + gamma ** 2 * 1,  # steps 0-2, nothing after the episode end
+                0 + gamma * 1, 1.0,
+                0 + gamma * 2 + gamma ** 2 * 3,  # steps 3-4, bootstrapped from last_value
+                2 + gamma * 3]
+    assert returns[:, 0].tolist() == pytest.approx(expected)
+
+
+def test_rmsprop_tf_follows_its_formula_and_differs_from_torchs():
+    lr, alpha, eps = 0.1, 0.9, 1e-5
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = A.RMSpropTF([p], lr=lr, alpha=alpha, eps=eps)
+    expected, ms = torch.tensor([1.0, -2.0]), torch.ones(2)
+    for grad in ([0.5, -1.0], [2.0, 0.25]):
+        g = torch.tensor(grad)
+        p.grad = g.clone()
+        opt.step()
+        ms = alpha * ms + (1 - alpha) * g * g  # mean square starts at 1 (TF1)
+        expected = expected - lr * g / torch.sqrt(ms + eps)  # eps inside the root
+        assert torch.allclose(p.detach(), expected, atol=1e-7)
+    q = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    torch_opt = torch.optim.RMSprop([q], lr=lr, alpha=alpha, eps=eps)
+    q.grad = torch.tensor([0.5, -1.0])
+    torch_opt.step()
+    assert not torch.allclose(q.detach(), torch.tensor([1.0, -2.0]) - lr * torch.tensor([0.5, -1.0]) / torch.sqrt(
+        alpha + (1 - alpha) * torch.tensor([0.25, 1.0]) + eps))
+
+
+def test_learning_rate_reaches_lr_final_at_decay_steps_and_stays():
+    args = A.Args(learning_rate=1e-3, lr_final=1e-4, decay_steps=1000, total_timesteps=5000)
+    assert A.learning_rate_at(0, args) == pytest.approx(1e-3)
+    assert A.learning_rate_at(500, args) == pytest.approx(5.5e-4)
+    assert A.learning_rate_at(1000, args) == pytest.approx(1e-4)
+    assert A.learning_rate_at(4000, args) == pytest.approx(1e-4)
+    whole_run = dataclasses.replace(args, decay_steps=0)
+    assert A.learning_rate_at(2500, whole_run) == pytest.approx(5.5e-4)
+    assert A.learning_rate_at(5000, whole_run) == pytest.approx(1e-4)
+
+
+def batch(n=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randint(0, 255, (n, 4, 84, 84), dtype=torch.uint8, generator=g)
+    actions = torch.randint(0, 4, (n,), generator=g)
+    return obs, actions
+
+
+def test_positive_advantage_makes_the_taken_action_more_likely():
+    torch.manual_seed(0)
+    agent = A.Agent(4)
+    obs, actions = batch()
+    with torch.no_grad():
+        before = torch.log_softmax(agent(obs)[0], -1).gather(1, actions[:, None])
+    loss, _ = A.a2c_loss(agent, obs, actions, torch.ones(20), torch.zeros(20), torch.ones(20), "mse", False, 0.0, 0.0)
+    loss.backward()
+    with torch.no_grad():
+        for p in agent.parameters():
+            p -= 0.01 * p.grad
+        after = torch.log_softmax(agent(obs)[0], -1).gather(1, actions[:, None])
+    assert after.mean() > before.mean()
+
+
+def test_value_losses_and_the_valid_mask():
+    torch.manual_seed(0)
+    agent = A.Agent(4)
+    obs, actions = batch()
+    with torch.no_grad():
+        values = agent(obs)[1]
+    adv = torch.zeros(20)
+    _, mse = A.a2c_loss(agent, obs, actions, adv, values + 3.0, torch.ones(20), "mse", False, 0.0, 0.5)
+    _, huber = A.a2c_loss(agent, obs, actions, adv, values + 3.0, torch.ones(20), "huber", False, 0.0, 0.5)
+    assert mse[1].item() == pytest.approx(9.0, rel=1e-4)
+    assert huber[1].item() == pytest.approx(2.5, rel=1e-4)  # |e| - 0.5 beyond delta 1
+    valid = torch.ones(20)
+    valid[:5] = 0
+    garbage = values.clone()
+    garbage[:5] += 100
+    _, masked = A.a2c_loss(agent, obs, actions, adv, torch.where(valid.bool(), values + 3.0, garbage),
+                           valid, "mse", False, 0.0, 0.5)
+    assert masked[1].item() == pytest.approx(9.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluation_plays_the_asked_number_of_whole_games(backend):
+    torch.manual_seed(0)
+    args = A.Args(num_envs=2, eval_episodes=3, max_episode_frames=200, eval_greedy=False)
+    agent = A.Agent(4)
+    scores = A.evaluate(agent, args, backend, torch.device("cpu"), seed=5)
+    assert scores.shape == (3,) and (scores >= 0).all()
+
+
+def test_training_logs_evaluations(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = tiny_args(A, tmp_path, iterations=4, run_name="eval", eval_every=20, eval_episodes=2,
+                     max_episode_frames=100)
+    A.train(args)
+    acc = EventAccumulator(str(tmp_path / "runs" / "eval"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/return_mean")] == [20, 40]
+    assert {"eval/return_std", "losses/policy_loss", "losses/value_loss"} <= set(acc.Tags()["scalars"])
+
+
+def test_adam_option_trains(tmp_path):
+    out = A.train(tiny_args(A, tmp_path, iterations=2, run_name="adam", optimizer="adam"))
+    state = torch.load(out["checkpoint"], weights_only=True)
+    assert "exp_avg" in next(iter(state["optimizer"]["state"].values()))
