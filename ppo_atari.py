@@ -201,8 +201,10 @@ class AtariEnvs:
 
     def __init__(self, game: str, backend: str, num_envs: int, seed: int, *, frame_skip: int = 4,
                  noop_max: int = 30, sticky_actions: float = 0.0, full_action_space: bool = False,
-                 max_episode_frames: int = 108_000, num_threads: int = 0):
-        self.backend, self.num_envs, self.seed = backend, num_envs, seed
+                 max_episode_frames: int = 108_000, num_threads: int = 0, full_frames: bool = False):
+        # full_frames: the 210x160 RGB screen instead of the network's input (for videos)
+        self.backend, self.num_envs, self.seed, self.full_frames = backend, num_envs, seed, full_frames
+        height, width = (210, 160) if full_frames else (84, 84)
         if backend == "envpool":
             import envpool
 
@@ -212,8 +214,8 @@ class AtariEnvs:
             # envpool seeds at construction (reset(seed=...) is ignored); its cap counts agent steps.
             self.envs = envpool.make_gymnasium(
                 task, num_envs=num_envs, batch_size=num_envs, seed=seed, num_threads=num_threads,
-                stack_num=1, frame_skip=frame_skip, noop_max=noop_max, img_height=84, img_width=84,
-                gray_scale=True, episodic_life=False, reward_clip=False, use_fire_reset=True,
+                stack_num=1, frame_skip=frame_skip, noop_max=noop_max, img_height=height, img_width=width,
+                gray_scale=not full_frames, episodic_life=False, reward_clip=False, use_fire_reset=True,
                 repeat_action_probability=sticky_actions, full_action_space=full_action_space,
                 max_episode_steps=max_episode_frames // frame_skip)
         else:
@@ -223,19 +225,24 @@ class AtariEnvs:
             # arrive clipped unless reward_clipping=False: both are handled by the script instead.
             self.envs = AtariVectorEnv(
                 game=game, num_envs=num_envs, num_threads=num_threads, stack_num=1,
-                frameskip=frame_skip, maxpool=True, noop_max=noop_max, img_height=84, img_width=84,
-                grayscale=True, episodic_life=False, life_loss_info=False, reward_clipping=False,
+                frameskip=frame_skip, maxpool=True, noop_max=noop_max, img_height=height, img_width=width,
+                grayscale=not full_frames, episodic_life=False, life_loss_info=False, reward_clipping=False,
                 use_fire_reset=True, repeat_action_probability=sticky_actions,
                 full_action_space=full_action_space, max_num_frames_per_episode=max_episode_frames)
         self.num_actions = int(self.envs.single_action_space.n)
 
+    def frames(self, obs: np.ndarray) -> np.ndarray:
+        if self.full_frames and self.backend == "envpool":
+            return obs.transpose(0, 2, 3, 1)  # envpool puts RGB channels first
+        return obs[:, 0]
+
     def reset(self) -> tuple[np.ndarray, np.ndarray]:
         obs, info = self.envs.reset() if self.backend == "envpool" else self.envs.reset(seed=self.seed)
-        return obs[:, 0], info["lives"].astype(np.int64)
+        return self.frames(obs), info["lives"].astype(np.int64)
 
     def step(self, actions: np.ndarray):
         obs, reward, terminated, truncated, info = self.envs.step(actions)
-        return (obs[:, 0], reward.astype(np.float32), terminated.astype(bool), truncated.astype(bool),
+        return (self.frames(obs), reward.astype(np.float32), terminated.astype(bool), truncated.astype(bool),
                 info["lives"].astype(np.int64))
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ RSS is that process's own and the runs do not compete for cores. Also measured: 
 ceiling (random actions, same backend and num_envs) and, optionally, a peer script such as
 CleanRL's ppo_atari_envpool.py run with the same settings.
 
-    python benchmarks/throughput.py --iterations 8
+    python benchmarks/throughput.py --steps 8192
     python benchmarks/throughput.py --peer /path/to/ppo_atari_envpool.py   # side-by-side ratio
 """
 
@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Args:
-    scripts: list[str] = field(default_factory=lambda: ["ppo_atari"])
+    scripts: list[str] = field(default_factory=lambda: [s for s in ("ppo_atari", "a2c_atari", "a2c_lstm_atari")
+                                                        if (ROOT / f"{s}.py").exists()])
     """training scripts to time, at their default settings except the budget"""
-    iterations: int = 8
-    """iterations (rollout + update) each script runs; the first one is included, as for the peer"""
+    steps: int = 8192
+    """agent steps each script runs (rounded to whole rollouts); start-up is excluded, the first rollout is not"""
     env_id: str = "Breakout-v5"
     """game"""
     env_backend: str = "auto"
@@ -46,15 +48,18 @@ class Args:
     """path of CleanRL's ppo_atari_envpool.py (adapted to envpool>=1.2), timed with the same settings"""
     env_steps: int = 2000
     """steps of the env-only ceiling measurement"""
+    repeats: int = 1
+    """measure everything this many times, interleaved; the table shows medians"""
     json_out: Optional[str] = None
     """also write the table as JSON here"""
 
 
 DRIVER = r"""
-import json, sys, time
+import dataclasses, json, sys, time
 sys.path.insert(0, {root!r})
 import {script} as m
-args = m.Args(**json.loads({kwargs!r}))
+fields = {{f.name for f in dataclasses.fields(m.Args)}}
+args = m.Args(**{{k: v for k, v in json.loads({kwargs!r}).items() if k in fields}})
 t = time.time()
 out = m.train(args)
 print("RESULT " + json.dumps({{"sps": out["sps"], "global_step": out["global_step"], "wall": time.time() - t}}))
@@ -93,16 +98,16 @@ def result_of(output: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def main(args: Args) -> list[dict]:
+def measure_once(args: Args, tmp: str) -> list[dict]:
     rows = []
-    tmp = tempfile.mkdtemp(prefix="throughput_")
     for script in args.scripts:
         sys.path.insert(0, str(ROOT))
         module = __import__(script)
         defaults = module.Args()
         num_envs = args.num_envs or defaults.num_envs
+        batch = num_envs * defaults.num_steps
         kwargs = {"env_id": args.env_id, "env_backend": args.env_backend, "num_envs": num_envs,
-                  "total_timesteps": args.iterations * num_envs * defaults.num_steps, "cuda": args.cuda,
+                  "total_timesteps": max(1, args.steps // batch) * batch, "eval_every": 0, "cuda": args.cuda,
                   "runs_dir": tmp, "checkpoint_every": 0, "log_interval": 1e9}
         code = DRIVER.format(root=str(ROOT), script=script, kwargs=json.dumps(kwargs))
         out, rss = run_measured([sys.executable, "-c", code], cwd=tmp)
@@ -113,7 +118,7 @@ def main(args: Args) -> list[dict]:
 
     if args.peer:
         num_envs = args.num_envs or 8
-        steps = args.iterations * num_envs * 128
+        steps = max(1, args.steps // (num_envs * 128)) * num_envs * 128
         cmd = [sys.executable, args.peer, "--env-id", args.env_id, "--num-envs", str(num_envs),
                "--total-timesteps", str(steps), "--cuda" if args.cuda else "--no-cuda"]
         out, rss = run_measured(cmd, cwd=tmp)
@@ -129,6 +134,15 @@ def main(args: Args) -> list[dict]:
         rows.append({"what": "env only, random actions", "num_envs": num_envs, "num_steps": None,
                      "steps": args.env_steps * num_envs, "sps": result_of(out)["sps"], "peak_rss_mib": rss})
         print(f"measured {rows[-1]}", flush=True)
+    return rows
+
+
+def main(args: Args) -> list[dict]:
+    tmp = tempfile.mkdtemp(prefix="throughput_")
+    runs = [measure_once(args, tmp) for _ in range(args.repeats)]
+    rows = [dict(r, sps=statistics.median(run[i]["sps"] for run in runs),
+                 peak_rss_mib=statistics.median(run[i]["peak_rss_mib"] for run in runs))
+            for i, r in enumerate(runs[0])]
 
     import torch
 
@@ -141,12 +155,14 @@ def main(args: Args) -> list[dict]:
         print(f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {r['peak_rss_mib']:,.0f} |")
     peer = [r for r in rows if r["what"].endswith("(peer)")]
     if peer:
-        for r in rows:
+        i_peer = rows.index(peer[0])
+        for i, r in enumerate(rows):
             if r["what"].endswith(".py") and r["num_envs"] == peer[0]["num_envs"]:
-                print(f"\n{r['what']} / peer: SPS x{r['sps'] / peer[0]['sps']:.2f}, "
+                each = ", ".join(f"{run[i]['sps'] / run[i_peer]['sps']:.2f}" for run in runs)
+                print(f"\n{r['what']} / peer: SPS x{r['sps'] / peer[0]['sps']:.2f} (medians; each repeat: {each}), "
                       f"peak RSS x{r['peak_rss_mib'] / peer[0]['peak_rss_mib']:.2f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"device": device, "rows": rows}, indent=2))
+        Path(args.json_out).write_text(json.dumps({"device": device, "rows": rows, "repeats": runs}, indent=2))
     return rows
 
 
