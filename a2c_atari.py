@@ -34,6 +34,7 @@ from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "a2c_atari"
+NETWORK_ARGS = ("frame_stack", "full_action_space")  # a checkpoint only loads into the same shapes
 
 
 @dataclass
@@ -445,12 +446,11 @@ def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, stats: Epi
 # ---------------------------------------------------------------------------------------------
 
 
-def a2c_loss(agent: Agent, obs, actions, advantages, returns, valid, value_loss: str, norm_adv: bool,
+def a2c_loss(logits, values, actions, advantages, returns, valid, value_loss: str, norm_adv: bool,
              ent_coef: float, vf_coef: float):
-    """Policy gradient with the advantage held fixed, plus value regression and an entropy bonus;
-    steps with valid = 0 do not count. Returns the loss and a (3,) tensor: policy loss, value loss,
-    entropy."""
-    logits, values = agent(obs)
+    """Policy gradient with the advantage held fixed, plus value regression and an entropy bonus,
+    from the agent's outputs on the rollout; steps with valid = 0 do not count. Returns the loss and
+    a (3,) tensor: policy loss, value loss, entropy."""
     dist = Categorical(logits=logits, validate_args=False)
     count = valid.sum().clamp(min=1.0)
 
@@ -605,7 +605,7 @@ def check_resume(state: dict, args: Args) -> None:
     saved = state["args"]
     if atari_game(saved["env_id"]) != atari_game(args.env_id):
         raise UsageError(f"{state['path']!r} is a checkpoint for {saved['env_id']}, not {args.env_id}.")
-    for name in ("frame_stack", "full_action_space"):
+    for name in NETWORK_ARGS:
         if saved.get(name) != getattr(args, name):
             raise UsageError(f"{state['path']!r} was trained with --{name.replace('_', '-')} "
                              f"{saved.get(name)}, not {getattr(args, name)}.")
@@ -751,9 +751,9 @@ def train(args: Args) -> dict:
                     advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
 
                 agent.train()
-                loss, figures = loss_fn(agent, buf.obs.flatten(0, 1), buf.actions.flatten(), advantages.flatten(),
-                                        returns.flatten(), buf.valid.flatten(), args.value_loss, args.norm_adv,
-                                        args.ent_coef, args.vf_coef)
+                logits, values = agent(buf.obs.flatten(0, 1))
+                loss, figures = loss_fn(logits, values, buf.actions.flatten(), advantages.flatten(), returns.flatten(),
+                                        buf.valid.flatten(), args.value_loss, args.norm_adv, args.ent_coef, args.vf_coef)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)

@@ -33,6 +33,7 @@ from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "ppo_atari"
+NETWORK_ARGS = ("frame_stack", "full_action_space")  # a checkpoint only loads into the same shapes
 
 
 @dataclass
@@ -575,7 +576,7 @@ def check_resume(state: dict, args: Args) -> None:
     saved = state["args"]
     if atari_game(saved["env_id"]) != atari_game(args.env_id):
         raise UsageError(f"{state['path']!r} is a checkpoint for {saved['env_id']}, not {args.env_id}.")
-    for name in ("frame_stack", "full_action_space"):
+    for name in NETWORK_ARGS:
         if saved.get(name) != getattr(args, name):
             raise UsageError(f"{state['path']!r} was trained with --{name.replace('_', '-')} "
                              f"{saved.get(name)}, not {getattr(args, name)}.")

@@ -70,7 +70,7 @@ def test_positive_advantage_makes_the_taken_action_more_likely():
     obs, actions = batch()
     with torch.no_grad():
         before = torch.log_softmax(agent(obs)[0], -1).gather(1, actions[:, None])
-    loss, _ = A.a2c_loss(agent, obs, actions, torch.ones(20), torch.zeros(20), torch.ones(20), "mse", False, 0.0, 0.0)
+    loss, _ = A.a2c_loss(*agent(obs), actions, torch.ones(20), torch.zeros(20), torch.ones(20), "mse", False, 0.0, 0.0)
     loss.backward()
     with torch.no_grad():
         for p in agent.parameters():
@@ -86,15 +86,15 @@ def test_value_losses_and_the_valid_mask():
     with torch.no_grad():
         values = agent(obs)[1]
     adv = torch.zeros(20)
-    _, mse = A.a2c_loss(agent, obs, actions, adv, values + 3.0, torch.ones(20), "mse", False, 0.0, 0.5)
-    _, huber = A.a2c_loss(agent, obs, actions, adv, values + 3.0, torch.ones(20), "huber", False, 0.0, 0.5)
+    _, mse = A.a2c_loss(*agent(obs), actions, adv, values + 3.0, torch.ones(20), "mse", False, 0.0, 0.5)
+    _, huber = A.a2c_loss(*agent(obs), actions, adv, values + 3.0, torch.ones(20), "huber", False, 0.0, 0.5)
     assert mse[1].item() == pytest.approx(9.0, rel=1e-4)
     assert huber[1].item() == pytest.approx(2.5, rel=1e-4)  # |e| - 0.5 beyond delta 1
     valid = torch.ones(20)
     valid[:5] = 0
     garbage = values.clone()
     garbage[:5] += 100
-    _, masked = A.a2c_loss(agent, obs, actions, adv, torch.where(valid.bool(), values + 3.0, garbage),
+    _, masked = A.a2c_loss(*agent(obs), actions, adv, torch.where(valid.bool(), values + 3.0, garbage),
                            valid, "mse", False, 0.0, 0.5)
     assert masked[1].item() == pytest.approx(9.0, rel=1e-4)
 

@@ -1,0 +1,870 @@
+"""Recurrent A2C for Atari: synchronous advantage actor-critic with an LSTM, standard Atari protocol.
+
+One file, read top to bottom: Args, environments, frame stack, episode statistics, the
+Nature-CNN + LSTM network and its masked unroll, return/advantage computation, the A2C loss and
+TensorFlow-style RMSprop, evaluation, checkpoints, then `train(args)`.
+
+    python a2c_lstm_atari.py --env-id Breakout-v5 --num-envs 16
+
+The LSTM state is carried across rollouts and zeroed for an env exactly when its episode starts;
+training unrolls it over each rollout from the state stored at the rollout's start (truncated
+backpropagation through time). References: Mnih et al. 2016 (arXiv 1602.01783, the LSTM A3C
+agent); CleanRL's ppo_atari_lstm.py; Machado et al. 2018 for the sticky-action protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+SCRIPT = "a2c_lstm_atari"
+NETWORK_ARGS = ("frame_stack", "full_action_space", "lstm_hidden_size")  # a checkpoint only loads into the same shapes
+
+
+@dataclass
+class Args:
+    # --- experiment (common to every script) ---
+    exp_name: str = SCRIPT
+    """name of this experiment, part of the default run name"""
+    seed: int = 1
+    """seed of the environments, the network initialisation and action sampling"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when it is available (falls back to the CPU otherwise)"""
+    compile: bool = False
+    """wrap the policy step, the return computation and the loss in torch.compile"""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default)"""
+    runs_dir: str = "runs"
+    """folder that holds one sub-folder per run"""
+    run_name: Optional[str] = None
+    """name of the run folder (default: <env>__<exp_name>__<seed>__<unix time>)"""
+    resume: Optional[str] = None
+    """checkpoint file (or run folder, meaning its latest checkpoint) to continue from"""
+    log_interval: float = 10.0
+    """seconds between console progress lines"""
+
+    # --- environment (common to every script) ---
+    env_id: str = "Breakout-v5"
+    """Atari game: `Breakout-v5`, `ALE/Breakout-v5` and `BreakoutNoFrameskip-v4` all mean Breakout"""
+    env_backend: Literal["auto", "envpool", "ale"] = "auto"
+    """vectorised emulator: envpool, ale-py's AtariVectorEnv, or auto (envpool where it imports)"""
+    env_threads: int = 0
+    """emulator worker threads (0: the backend's default)"""
+    frame_skip: int = 4
+    """agent steps repeat the action this many frames; the observation max-pools the last two"""
+    frame_stack: int = 1
+    """number of most recent frames the network sees (1: the LSTM carries the history; 4 allowed)"""
+    noop_max: int = 30
+    """at the start of every game, play a random number (up to this) of no-op actions"""
+    sticky_actions: float = 0.0
+    """probability of repeating the previous action (Machado et al. 2018 use 0.25)"""
+    full_action_space: bool = False
+    """use all 18 actions instead of the game's minimal set (Machado et al. 2018)"""
+    episodic_life: bool = True
+    """a lost life ends the episode for learning (the game goes on; scores stay whole-game)"""
+    clip_rewards: bool = True
+    """learn from sign(reward); logged returns are always the raw game score"""
+    max_episode_frames: int = 108_000
+    """truncate a game after this many emulator frames (108,000 = 30 minutes)"""
+    time_limit_bootstrap: bool = False
+    """on truncation by the frame cap, bootstrap from the value of the final observation"""
+
+    # --- algorithm ---
+    total_timesteps: int = 10_000_000
+    """total agent steps over all envs (one step = frame_skip frames)"""
+    learning_rate: float = 7e-4
+    """initial learning rate"""
+    lr_final: float = 0.0
+    """learning rate reached at --decay-steps and kept after (rlib's linear schedule)"""
+    decay_steps: int = 0
+    """agent steps over which the learning rate decays linearly to --lr-final (0: the whole run)"""
+    num_envs: int = 16
+    """number of parallel games"""
+    num_steps: int = 20
+    """steps per env in each rollout, the length of the truncated BPTT unroll; one gradient step per rollout"""
+    lstm_hidden_size: int = 256
+    """size of the LSTM state"""
+    reset_on_life_loss: bool = False
+    """zero the LSTM state after a lost life too (default: only when a game starts, as the game goes on)"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 1.0
+    """1.0: n-step bootstrapped returns (the original A2C); 0.95: generalized advantage estimation (skrl)"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    value_loss: Literal["mse", "huber"] = "mse"
+    """value loss: mean squared error, or Huber (smooth L1, delta 1)"""
+    norm_adv: bool = False
+    """normalise advantages within each batch (off in the original A2C)"""
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    """RMSprop as TensorFlow applies it (eps inside the square root), or Adam"""
+    rmsprop_alpha: float = 0.99
+    """RMSprop decay of the mean square"""
+    optimizer_eps: float = 1e-5
+    """epsilon of RMSprop (inside the square root) or Adam"""
+    max_grad_norm: float = 0.5
+    """global gradient norm clip"""
+    eval_every: int = 500_000
+    """agent steps between evaluations on separate games (0: never)"""
+    eval_episodes: int = 10
+    """whole games per evaluation (no episodic life; the raw game score)"""
+    eval_greedy: bool = False
+    """evaluate with the most likely action instead of sampling"""
+    checkpoint_every: int = 10_000
+    """save a checkpoint every this many updates (0: only at the end and on SIGINT/SIGTERM)"""
+
+
+class UsageError(Exception):
+    """Bad flags or inputs, reported as one sentence before any env or model is built."""
+
+
+def check_common_args(args: Args) -> None:
+    """Checks of the flags every script shares; each failure is one sentence."""
+    for name in ["num_envs", "num_steps", "total_timesteps", "frame_skip", "frame_stack",
+                 "max_episode_frames", "learning_rate", "log_interval"]:
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
+    for name in ["noop_max", "checkpoint_every", "threads", "env_threads"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
+    if not 0.0 <= args.sticky_actions <= 1.0:
+        raise UsageError(f"--sticky-actions must lie in [0, 1], got {args.sticky_actions}.")
+    if not 0.0 < args.gamma <= 1.0:
+        raise UsageError(f"--gamma must lie in (0, 1], got {args.gamma}.")
+    if not 0.0 <= args.gae_lambda <= 1.0:
+        raise UsageError(f"--gae-lambda must lie in [0, 1], got {args.gae_lambda}.")
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        raise UsageError(f"--total-timesteps ({args.total_timesteps}) must be at least one rollout, "
+                         f"--num-envs x --num-steps ({args.num_envs * args.num_steps}).")
+
+
+def check_args(args: Args) -> None:
+    check_common_args(args)
+    for name in ["ent_coef", "vf_coef", "max_grad_norm", "lr_final", "decay_steps", "eval_every", "optimizer_eps"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
+    if not 0.0 < args.rmsprop_alpha < 1.0:
+        raise UsageError(f"--rmsprop-alpha must lie in (0, 1), got {args.rmsprop_alpha}.")
+    if args.eval_every > 0 and args.eval_episodes <= 0:
+        raise UsageError(f"--eval-episodes must be positive when evaluating, got {args.eval_episodes}.")
+    if args.lstm_hidden_size <= 0:
+        raise UsageError(f"--lstm-hidden-size must be positive, got {args.lstm_hidden_size}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Environments: one interface over envpool and ale-py's C++ vector env, same protocol on both.
+# ---------------------------------------------------------------------------------------------
+
+
+def atari_game(env_id: str) -> str:
+    """ROM name of a game id: 'Breakout-v5', 'ALE/Breakout-v5', 'BreakoutNoFrameskip-v4' -> 'breakout'."""
+    from ale_py import roms
+
+    name = env_id.split("/")[-1]
+    name = re.sub(r"(NoFrameskip|Deterministic)?-v\d+$", "", name)
+    game = name if name.islower() else re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    if game not in roms.get_all_rom_ids():
+        raise UsageError(f"--env-id {env_id!r} is not an Atari game ale-py knows (e.g. Breakout-v5, Pong-v5).")
+    return game
+
+
+def resolve_backend(backend: str) -> str:
+    """'auto' means envpool where it imports (it has no wheel on some platforms), else ale-py."""
+    import importlib.util
+
+    has_envpool = importlib.util.find_spec("envpool") is not None
+    if backend == "auto":
+        return "envpool" if has_envpool else "ale"
+    if backend == "envpool" and not has_envpool:
+        raise UsageError("--env-backend envpool was asked for but envpool is not installed; use --env-backend ale.")
+    return backend
+
+
+class AtariEnvs:
+    """`num_envs` games stepped in lockstep, each yielding one 84x84 grayscale frame per step.
+
+    Rewards are raw scores, `terminated` means game over, `truncated` the frame cap, `lives` the
+    lives counter: episodic life, reward clipping and frame stacking are the training script's.
+    Both backends reset a finished game on the *next* step() and ignore that step's action.
+    """
+
+    def __init__(self, game: str, backend: str, num_envs: int, seed: int, *, frame_skip: int = 4,
+                 noop_max: int = 30, sticky_actions: float = 0.0, full_action_space: bool = False,
+                 max_episode_frames: int = 108_000, num_threads: int = 0, full_frames: bool = False):
+        # full_frames: the 210x160 RGB screen instead of the network's input (for videos)
+        self.backend, self.num_envs, self.seed, self.full_frames = backend, num_envs, seed, full_frames
+        height, width = (210, 160) if full_frames else (84, 84)
+        if backend == "envpool":
+            import envpool
+
+            task = "".join(part.capitalize() for part in game.split("_")) + "-v5"
+            if task not in envpool.list_all_envs():
+                raise UsageError(f"envpool has no {task}; use --env-backend ale.")
+            # envpool seeds at construction (reset(seed=...) is ignored); its cap counts agent steps.
+            self.envs = envpool.make_gymnasium(
+                task, num_envs=num_envs, batch_size=num_envs, seed=seed, num_threads=num_threads,
+                stack_num=1, frame_skip=frame_skip, noop_max=noop_max, img_height=height, img_width=width,
+                gray_scale=not full_frames, episodic_life=False, reward_clip=False, use_fire_reset=True,
+                repeat_action_probability=sticky_actions, full_action_space=full_action_space,
+                max_episode_steps=max_episode_frames // frame_skip)
+        else:
+            from ale_py.vector_env import AtariVectorEnv
+
+            # episodic_life=True here would restart the whole game on a life loss, and rewards
+            # arrive clipped unless reward_clipping=False: both are handled by the script instead.
+            self.envs = AtariVectorEnv(
+                game=game, num_envs=num_envs, num_threads=num_threads, stack_num=1,
+                frameskip=frame_skip, maxpool=True, noop_max=noop_max, img_height=height, img_width=width,
+                grayscale=not full_frames, episodic_life=False, life_loss_info=False, reward_clipping=False,
+                use_fire_reset=True, repeat_action_probability=sticky_actions,
+                full_action_space=full_action_space, max_num_frames_per_episode=max_episode_frames)
+        self.num_actions = int(self.envs.single_action_space.n)
+
+    def frames(self, obs: np.ndarray) -> np.ndarray:
+        if self.full_frames and self.backend == "envpool":
+            return obs.transpose(0, 2, 3, 1)  # envpool puts RGB channels first
+        return obs[:, 0]
+
+    def reset(self) -> tuple[np.ndarray, np.ndarray]:
+        obs, info = self.envs.reset() if self.backend == "envpool" else self.envs.reset(seed=self.seed)
+        return self.frames(obs), info["lives"].astype(np.int64)
+
+    def step(self, actions: np.ndarray):
+        obs, reward, terminated, truncated, info = self.envs.step(actions)
+        return (self.frames(obs), reward.astype(np.float32), terminated.astype(bool), truncated.astype(bool),
+                info["lives"].astype(np.int64))
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def make_envs(args: Args, backend: str, seed: int, num_envs: int) -> AtariEnvs:
+    return AtariEnvs(atari_game(args.env_id), backend, num_envs, seed, frame_skip=args.frame_skip,
+                     noop_max=args.noop_max, sticky_actions=args.sticky_actions,
+                     full_action_space=args.full_action_space,
+                     max_episode_frames=args.max_episode_frames, num_threads=args.env_threads)
+
+
+class EpisodeStats:
+    """Whole-game statistics on the host: raw rewards summed over all lives of a game.
+
+    A game's return and length are reported when it ends (game over or the frame cap) and then
+    reset, so nothing leaks across truncations. `ended` marks envs whose next step is a reset.
+    """
+
+    def __init__(self, num_envs: int, lives: np.ndarray):
+        self.returns = np.zeros(num_envs, np.float64)
+        self.lengths = np.zeros(num_envs, np.int64)
+        self.lives = lives.copy()
+        self.ended = np.zeros(num_envs, bool)
+
+    def update(self, raw_rewards, terminated, truncated, lives):
+        """Account one env step; returns (valid, life_lost, finished_returns, finished_lengths)."""
+        valid = ~self.ended  # False where this step was the backend's reset (action ignored)
+        life_lost = valid & (lives < self.lives)
+        self.lives = lives.copy()
+        self.returns += raw_rewards * valid
+        self.lengths += valid
+        self.ended = (terminated | truncated) & valid
+        finished_returns, finished_lengths = self.returns[self.ended], self.lengths[self.ended]
+        self.returns[self.ended] = 0.0
+        self.lengths[self.ended] = 0
+        return valid, life_lost, finished_returns, finished_lengths
+
+
+class FrameStack:
+    """Last `num_frames` frames per env on the device, uint8; history zeroed at an episode start.
+
+    Frames are stored last, (num_envs, 84, 84, num_frames): `obs` is the (num_envs, num_frames,
+    84, 84) view of them with channels_last strides, which the convolutions read without a copy.
+    """
+
+    def __init__(self, num_envs: int, num_frames: int, device: torch.device):
+        self.frames = torch.zeros(num_envs, 84, 84, num_frames, dtype=torch.uint8, device=device)
+
+    @property
+    def obs(self) -> torch.Tensor:
+        return self.frames.permute(0, 3, 1, 2)
+
+    def push(self, frame: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
+        keep = (~episode_start).view(-1, 1, 1, 1).to(torch.uint8)
+        self.frames = torch.cat([(self.frames * keep)[..., 1:], frame.unsqueeze(-1)], dim=-1)
+        return self.obs
+
+
+# ---------------------------------------------------------------------------------------------
+# Network
+# ---------------------------------------------------------------------------------------------
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class PixelConv2d(nn.Conv2d):
+    """Conv2d of x / 255 for raw uint8 pixels, computed as a conv of x with weight / 255: the same
+    function and gradients as scaling the input, without a pass over the whole batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight / 255.0, self.bias)
+
+
+def unroll_lstm(lstm: nn.LSTM, x: torch.Tensor, state: tuple, starts: torch.Tensor):
+    """Run `lstm` over x (T, N, F) from `state`, zeroing an env's state before every step at which it
+    starts an episode (starts: (T, N) bool). The sequence is cut only at steps where some env
+    starts, and each piece goes through one LSTM call (the cuDNN/ATen fast path)."""
+    h, c = state
+    cuts = (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist() if x.shape[0] > 1 else []
+    outputs = []
+    for a, b in zip([0] + cuts, cuts + [x.shape[0]]):
+        keep = (~starts[a]).to(x.dtype).view(1, -1, 1)
+        out, (h, c) = lstm(x[a:b], (h * keep, c * keep))
+        outputs.append(out)
+    return torch.cat(outputs), (h, c)
+
+
+class Agent(nn.Module):
+    """Nature-CNN trunk (Mnih et al. 2015), an LSTM, then an actor and a critic head.
+
+    Takes uint8 observations (time, envs, frame_stack, 84, 84) and episode starts (time, envs);
+    channels_last strides (as the frame stack and rollout buffer hold them) make the
+    convolutions markedly faster on CPU and GPU.
+    """
+
+    def __init__(self, num_actions: int, frame_stack: int = 1, lstm_hidden_size: int = 256):
+        super().__init__()
+        self.network = nn.Sequential(
+            layer_init(PixelConv2d(frame_stack, 32, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+            layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU(),
+        )
+        self.lstm = nn.LSTM(512, lstm_hidden_size)
+        for name, param in self.lstm.named_parameters():  # as CleanRL's ppo_atari_lstm.py
+            if "bias" in name:
+                nn.init.constant_(param, 0)
+            else:
+                nn.init.orthogonal_(param, 1.0)
+        self.actor = layer_init(nn.Linear(lstm_hidden_size, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(lstm_hidden_size, 1), std=1.0)
+
+    def initial_state(self, num_envs: int, device: torch.device) -> tuple:
+        zeros = torch.zeros(1, num_envs, self.lstm.hidden_size, device=device)
+        return zeros, zeros.clone()
+
+    def forward(self, obs: torch.Tensor, state: tuple, starts: torch.Tensor):
+        """(logits (T, N, actions), values (T, N), final LSTM state)."""
+        steps, num_envs = starts.shape
+        hidden = self.network(obs.flatten(0, 1).float().contiguous(memory_format=torch.channels_last))
+        outputs, state = unroll_lstm(self.lstm, hidden.view(steps, num_envs, -1), state, starts)
+        return self.actor(outputs), self.critic(outputs).squeeze(-1), state
+
+    def step(self, obs: torch.Tensor, state: tuple, starts: torch.Tensor):
+        """One step of every env: obs (N, frame_stack, 84, 84), starts (N,)."""
+        logits, values, state = self(obs.unsqueeze(0), state, starts.unsqueeze(0))
+        return logits[0], values[0], state
+
+
+def policy_step(agent: Agent, obs: torch.Tensor, state: tuple, starts: torch.Tensor):
+    """Sample actions for one step of every env: (action, log-prob, value, next LSTM state)."""
+    logits, value, state = agent.step(obs, state, starts)
+    dist = Categorical(logits=logits, validate_args=False)
+    action = dist.sample()
+    return action, dist.log_prob(action), value, state
+
+
+# ---------------------------------------------------------------------------------------------
+# Returns and advantages
+# ---------------------------------------------------------------------------------------------
+
+
+def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
+    """Generalized advantage estimation (Schulman et al. 2016); tensors are (num_steps, num_envs).
+
+    dones[t] = 1 where the transition taken at step t ended the episode, so nothing is
+    bootstrapped across it. With gae_lambda = 1 the returns are n-step bootstrapped returns.
+    """
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros_like(last_value)
+    next_value = last_value
+    for t in reversed(range(rewards.shape[0])):
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        last_gae = delta + gamma * gae_lambda * not_done * last_gae
+        advantages[t] = last_gae
+        next_value = values[t]
+    return advantages, advantages + values
+
+
+def bootstrap_truncations(rewards, values, last_value, truncations, gamma: float):
+    """Add gamma * V(final observation) to the reward of steps cut by the frame cap.
+
+    With next-step autoreset the final observation is what the agent sees on the following
+    (reset) step, so its value is already values[t + 1], or last_value at the rollout's end.
+    """
+    next_values = torch.cat([values[1:], last_value.unsqueeze(0)], dim=0)
+    return rewards + gamma * truncations * next_values
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollout
+# ---------------------------------------------------------------------------------------------
+
+
+class RolloutBuffer:
+    """One rollout on the device. Per-step scalars share one (num_steps, 5, num_envs) tensor so
+    each env step costs a single host-to-device copy."""
+
+    def __init__(self, num_steps: int, num_envs: int, frame_stack: int, device: torch.device):
+        # Observations as the frame stack holds them (frames last); `obs` is the channels_last view.
+        self.frames = torch.zeros(num_steps, num_envs, 84, 84, frame_stack, dtype=torch.uint8, device=device)
+        self.obs = self.frames.permute(0, 1, 4, 2, 3)
+        self.actions = torch.zeros(num_steps, num_envs, dtype=torch.long, device=device)
+        self.logprobs = torch.zeros(num_steps, num_envs, device=device)
+        self.values = torch.zeros(num_steps, num_envs, device=device)
+        self.starts = torch.zeros(num_steps, num_envs, dtype=torch.bool, device=device)
+        self.initial_state = None  # LSTM state before the rollout's first step
+        self.step_data = torch.zeros(num_steps, 5, num_envs, device=device)
+        # rewards: clipped if asked; dones: episode end for learning (game over, cap, life loss);
+        # truncations: cap to bootstrap through; valid: 0 on reset steps, whose action was ignored;
+        # next_starts: the next observation begins an episode for the LSTM.
+        self.rewards, self.dones, self.truncations, self.valid, self.next_starts = self.step_data.unbind(1)
+
+
+def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, stats: EpisodeStats,
+                    buf: RolloutBuffer, state: tuple, starts: torch.Tensor, args: Args, device: torch.device):
+    """Fill `buf` with num_steps steps of every env, carrying the LSTM state; returns finished games'
+    (returns, lengths) and the (state, starts) to carry into the next rollout.
+
+    The only host/device exchange per step is the actions out and one packed copy in.
+    """
+    finished_returns, finished_lengths = [], []
+    buf.initial_state = (state[0].clone(), state[1].clone())
+    for t in range(buf.obs.shape[0]):
+        buf.obs[t] = frame_stack.obs
+        buf.starts[t] = starts
+        with torch.no_grad():
+            action, logprob, value, state = policy(frame_stack.obs, state, starts)
+        buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
+
+        resetting = stats.ended.copy()  # these envs start a new game on this step
+        frames, raw_rewards, terminated, truncated, lives = envs.step(action.cpu().numpy())
+        valid, life_lost, returns, lengths = stats.update(raw_rewards, terminated, truncated, lives)
+        finished_returns.extend(returns.tolist())
+        finished_lengths.extend(lengths.tolist())
+
+        rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
+        dones = terminated | truncated | (life_lost & args.episodic_life)
+        cut = truncated & ~terminated & args.time_limit_bootstrap
+        # the frame pushed below is a new game's first (or follows a lost life, if asked)
+        next_starts = resetting | (life_lost & args.reset_on_life_loss)
+        host = np.stack([rewards, dones, cut, valid, next_starts]).astype(np.float32)
+        buf.step_data[t].copy_(torch.from_numpy(host), non_blocking=True)
+        starts = buf.next_starts[t].bool()
+        frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
+                         torch.from_numpy(resetting).to(device, non_blocking=True))
+    return finished_returns, finished_lengths, state, starts
+
+
+# ---------------------------------------------------------------------------------------------
+# A2C loss, optimiser, learning-rate schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def a2c_loss(logits, values, actions, advantages, returns, valid, value_loss: str, norm_adv: bool,
+             ent_coef: float, vf_coef: float):
+    """Policy gradient with the advantage held fixed, plus value regression and an entropy bonus,
+    from the agent's outputs on the rollout; steps with valid = 0 do not count. Returns the loss and
+    a (3,) tensor: policy loss, value loss, entropy."""
+    dist = Categorical(logits=logits, validate_args=False)
+    count = valid.sum().clamp(min=1.0)
+
+    def mean(x):
+        return (x * valid).sum() / count
+
+    advantages = advantages.detach()
+    if norm_adv:
+        adv_mean = mean(advantages)
+        adv_std = ((((advantages - adv_mean) ** 2) * valid).sum() / (count - 1).clamp(min=1.0)).sqrt()
+        advantages = (advantages - adv_mean) / (adv_std + 1e-8)
+    pg_loss = -mean(advantages * dist.log_prob(actions))
+    if value_loss == "huber":
+        v_loss = mean(nn.functional.smooth_l1_loss(values, returns, reduction="none"))
+    else:
+        v_loss = mean((values - returns) ** 2)
+    entropy = mean(dist.entropy())
+    loss = pg_loss + vf_coef * v_loss - ent_coef * entropy
+    return loss, torch.stack([pg_loss, v_loss, entropy]).detach()
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """RMSprop as TensorFlow 1 applies it, which the original A2C used: the mean square starts at
+    one and eps sits inside the square root, p -= lr * g / sqrt(ms + eps). PyTorch's RMSprop
+    (ms from zero, eps outside the root) takes far larger first steps: a known reason A2C fails
+    to learn Atari in other libraries."""
+
+    def __init__(self, params, lr: float, alpha: float = 0.99, eps: float = 1e-5):
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "square_avg" not in state:
+                    state["square_avg"] = torch.ones_like(p, memory_format=torch.preserve_format)
+                square_avg = state["square_avg"]
+                square_avg.mul_(group["alpha"]).addcmul_(p.grad, p.grad, value=1 - group["alpha"])
+                p.addcdiv_(p.grad, square_avg.add(group["eps"]).sqrt_(), value=-group["lr"])
+
+
+def learning_rate_at(step: int, args: Args) -> float:
+    """Linear from --learning-rate at step 0 to --lr-final at --decay-steps (0: total-timesteps), then flat."""
+    decay_steps = args.decay_steps or args.total_timesteps
+    frac = min(step / decay_steps, 1.0)
+    return args.learning_rate + frac * (args.lr_final - args.learning_rate)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor) -> float:
+    """1 - Var[returns - values] / Var[returns] over valid steps (1: perfect critic, <=0: useless)."""
+    mask = valid.bool()
+    y, v = returns[mask], values[mask]
+    var_y = y.var() if y.numel() > 1 else torch.tensor(float("nan"))
+    return float("nan") if var_y == 0 else float(1 - (y - v).var() / var_y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation: whole games on separate envs, raw scores, as rlib's validation envs
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed: int) -> np.ndarray:
+    """Scores of --eval-episodes whole games, the LSTM state carried per env and zeroed when a game
+    starts. Each env plays a fixed quota of games, so short games are not over-represented."""
+    num_envs = min(args.eval_episodes, args.num_envs)
+    quota = np.full(num_envs, args.eval_episodes // num_envs)
+    quota[: args.eval_episodes % num_envs] += 1
+    envs = make_envs(args, backend, seed, num_envs)
+    frame_stack = FrameStack(num_envs, args.frame_stack, device)
+    frames, lives = envs.reset()
+    frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
+    stats = EpisodeStats(num_envs, lives)
+    state = agent.initial_state(num_envs, device)
+    starts = torch.ones(num_envs, dtype=torch.bool, device=device)
+    scores: list[float] = []
+    played = np.zeros(num_envs, np.int64)
+    try:
+        while (played < quota).any():
+            logits, _, state = agent.step(frame_stack.obs, state, starts)
+            actions = logits.argmax(-1) if args.eval_greedy else Categorical(logits=logits, validate_args=False).sample()
+            resetting = stats.ended.copy()
+            frames, raw_rewards, terminated, truncated, lives = envs.step(actions.cpu().numpy())
+            _, life_lost, returns, _ = stats.update(raw_rewards, terminated, truncated, lives)
+            for i, score in zip(np.flatnonzero(stats.ended), returns):
+                if played[i] < quota[i]:
+                    scores.append(float(score))
+                played[i] += 1
+            starts = torch.from_numpy(resetting | (life_lost & args.reset_on_life_loss)).to(device)
+            frame_stack.push(torch.from_numpy(frames).to(device), torch.from_numpy(resetting).to(device))
+    finally:
+        envs.close()
+    return np.array(scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: written to a temporary file and renamed, loadable with weights_only=True.
+# ---------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_checkpoints(run_dir: Path, state: dict) -> Path:
+    """checkpoints/iter_<NNNNNN>.pt plus checkpoints/latest.pt, each written atomically."""
+    folder = run_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"iter_{state['iteration']:06d}.pt"
+    save_checkpoint(path, state)
+    save_checkpoint(folder / "latest.pt", state)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint dict, or UsageError with one sentence; never runs code from the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "latest.pt" if (path / "checkpoints").is_dir() else path / "latest.pt"
+    if not path.is_file():
+        raise UsageError(f"checkpoint {str(path)!r} does not exist.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, empty, foreign, or a pickle that would run code
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{str(path)!r} is not a loadable checkpoint ({reason}).") from None
+    if not isinstance(state, dict) or not {"script", "args", "model", "iteration"} <= state.keys():
+        raise UsageError(f"{str(path)!r} is not a checkpoint written by these scripts.")
+    state["path"] = str(path)
+    return state
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_resume(state: dict, args: Args) -> None:
+    """The checkpoint must come from this script, for this game, with the same network shape."""
+    if state["script"] != SCRIPT:
+        raise UsageError(f"{state['path']!r} was written by {state['script']}.py, not {SCRIPT}.py.")
+    saved = state["args"]
+    if atari_game(saved["env_id"]) != atari_game(args.env_id):
+        raise UsageError(f"{state['path']!r} is a checkpoint for {saved['env_id']}, not {args.env_id}.")
+    for name in NETWORK_ARGS:
+        if saved.get(name) != getattr(args, name):
+            raise UsageError(f"{state['path']!r} was trained with --{name.replace('_', '-')} "
+                             f"{saved.get(name)}, not {getattr(args, name)}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def prepare_run(args: Args) -> tuple[Optional[dict], Path]:
+    """The checkpoint to resume (checked) and the run folder; refuses, before anything is written,
+    to start a fresh run in a folder that already holds checkpoints."""
+    resume = load_checkpoint(args.resume) if args.resume else None
+    if resume is not None:
+        check_resume(resume, args)
+        ckpt_dir = Path(resume["path"]).parent
+        if ckpt_dir.name == "checkpoints":
+            return resume, ckpt_dir.parent  # continue logging in the same folder
+    run_name = args.run_name or f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.runs_dir) / run_name
+    if resume is None and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise UsageError(f"{str(run_dir)!r} already holds checkpoints; pass --resume or another --run-name.")
+    return resume, run_dir
+
+
+def seed_everything(args: Args) -> torch.device:
+    """Seeds (CleanRL's order), thread count and device; a resumed run then restores its RNG state."""
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+
+def open_writer(run_dir: Path, args: Args, resume: Optional[dict]) -> SummaryWriter:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    # On resume, TensorBoard hides what the first run logged after the checkpoint.
+    writer = SummaryWriter(str(run_dir), purge_step=resume["global_step"] + 1 if resume else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+        f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
+    return writer
+
+
+class StopOnSignal:
+    """Within `with`, SIGINT/SIGTERM only set `.signal`: the loop saves a checkpoint and stops."""
+
+    def __init__(self):
+        self.signal, self.previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.request)
+        return self
+
+    def request(self, signum, _frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def progress_line(global_step: int, total: int, sps: float, elapsed: float, recent_returns: list) -> str:
+    eta = (total - global_step) / max(sps, 1e-9)
+    mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
+    return (f"step {global_step:,}/{total:,} | SPS {sps:,.0f} | elapsed {format_duration(elapsed)} | "
+            f"ETA {format_duration(eta)} | return {mean_return} (last {len(recent_returns)} games)")
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    atari_game(args.env_id)
+    backend = resolve_backend(args.env_backend)
+    resume, run_dir = prepare_run(args)
+    device = seed_everything(args)
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
+
+    start_iteration = 1 if resume is None else resume["iteration"] + 1
+    global_step = 0 if resume is None else resume["global_step"]
+    # A resumed run starts fresh games (emulator state is not saved), seeded apart from the first.
+    envs = make_envs(args, backend, args.seed + (start_iteration - 1) * args.num_envs, args.num_envs)
+    agent = Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size).to(device).to(memory_format=torch.channels_last)
+    if args.optimizer == "rmsprop":
+        optimizer = RMSpropTF(agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha, eps=args.optimizer_eps)
+    else:
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
+    if resume is not None:
+        agent.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        set_rng_state(resume["rng"])
+
+    def policy(obs, state, starts):
+        return policy_step(agent, obs, state, starts)
+
+    gae_fn, loss_fn = compute_gae, a2c_loss
+    if args.compile:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.fallback_random = True  # sample actions from the eager RNG stream
+        policy, gae_fn, loss_fn = torch.compile(policy), torch.compile(gae_fn), torch.compile(loss_fn)
+
+    writer = open_writer(run_dir, args, resume)
+    buf = RolloutBuffer(args.num_steps, args.num_envs, args.frame_stack, device)
+    frame_stack = FrameStack(args.num_envs, args.frame_stack, device)
+    frames, lives = envs.reset()
+    frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(args.num_envs, dtype=torch.bool, device=device))
+    stats = EpisodeStats(args.num_envs, lives)
+    state = agent.initial_state(args.num_envs, device)
+    starts = torch.ones(args.num_envs, dtype=torch.bool, device=device)
+
+    def checkpoint_state(iteration: int) -> dict:
+        return {"script": SCRIPT, "args": dataclasses.asdict(args), "iteration": iteration,
+                "global_step": global_step, "num_actions": envs.num_actions,
+                "model": agent.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state()}
+
+    recent_returns: list[float] = []
+    episodes, iteration, last_checkpoint = 0, start_iteration - 1, None
+    start_time = last_log = time.time()
+    start_step = global_step
+    with StopOnSignal() as stop:
+        try:
+            for iteration in range(start_iteration, num_iterations + 1):
+                lr = learning_rate_at(global_step, args)
+                optimizer.param_groups[0]["lr"] = lr
+
+                agent.eval()
+                returns_done, lengths_done, state, starts = collect_rollout(
+                    policy, envs, frame_stack, stats, buf, state, starts, args, device)
+                global_step += batch_size
+                with torch.no_grad():
+                    last_value = agent.step(frame_stack.obs, state, starts)[1]
+                    rewards = buf.rewards
+                    if args.time_limit_bootstrap:
+                        rewards = bootstrap_truncations(rewards, buf.values, last_value, buf.truncations, args.gamma)
+                    advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
+
+                agent.train()
+                # truncated BPTT: unroll from the state stored at the rollout's start
+                logits, values, _ = agent(buf.obs, buf.initial_state, buf.starts)
+                logits, values = logits.flatten(0, 1), values.flatten()
+                loss, figures = loss_fn(logits, values, buf.actions.flatten(), advantages.flatten(), returns.flatten(),
+                                        buf.valid.flatten(), args.value_loss, args.norm_adv, args.ent_coef, args.vf_coef)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+                # Logging: figures are read once per update, never inside the rollout.
+                for r, l in zip(returns_done, lengths_done):
+                    writer.add_scalar("charts/episodic_return", r, global_step)
+                    writer.add_scalar("charts/episodic_length", l, global_step)
+                episodes += len(returns_done)
+                recent_returns = (recent_returns + returns_done)[-100:]
+                sps = (global_step - start_step) / (time.time() - start_time)
+                writer.add_scalar("charts/learning_rate", lr, global_step)
+                for tag, value in zip(["policy_loss", "value_loss", "entropy"], figures.tolist()):
+                    writer.add_scalar(f"losses/{tag}", value, global_step)
+                writer.add_scalar("losses/explained_variance", explained_variance(buf.values, returns, buf.valid), global_step)
+                writer.add_scalar("charts/SPS", sps, global_step)
+                if args.eval_every and global_step // args.eval_every > (global_step - batch_size) // args.eval_every:
+                    agent.eval()
+                    scores = evaluate(agent, args, backend, device, seed=args.seed + 100_000 + global_step)
+                    writer.add_scalar("eval/return_mean", scores.mean(), global_step)
+                    writer.add_scalar("eval/return_std", scores.std(), global_step)
+                    print(f"eval at step {global_step:,}: {scores.mean():.1f} +- {scores.std():.1f} "
+                          f"over {len(scores)} games", flush=True)
+                if time.time() - last_log >= args.log_interval or iteration == num_iterations:
+                    last_log = time.time()
+                    print(progress_line(global_step, args.total_timesteps, sps, last_log - start_time, recent_returns), flush=True)
+
+                if stop.signal is not None:
+                    print(f"signal {stop.signal} received: saving a checkpoint and stopping", flush=True)
+                    break
+                if args.checkpoint_every and iteration % args.checkpoint_every == 0 and iteration != num_iterations:
+                    last_checkpoint = write_checkpoints(run_dir, checkpoint_state(iteration))
+            if iteration >= start_iteration:
+                last_checkpoint = write_checkpoints(run_dir, checkpoint_state(iteration))
+        finally:
+            writer.close()
+            envs.close()
+
+    elapsed = time.time() - start_time
+    return {"global_step": global_step, "iteration": iteration, "episodes": episodes,
+            "sps": (global_step - start_step) / max(elapsed, 1e-9), "elapsed": elapsed,
+            "mean_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
+            "run_dir": str(run_dir), "checkpoint": str(last_checkpoint) if last_checkpoint else None,
+            "interrupted": stop.signal is not None}
+
+
+def main() -> None:
+    args = tyro.cli(Args)
+    try:
+        train(args)
+    except UsageError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

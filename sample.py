@@ -1,0 +1,255 @@
+"""Play back a checkpoint of ppo_atari.py, a2c_atari.py or a2c_lstm_atari.py: scores, frames, video.
+
+    python sample.py runs/<run>/checkpoints/latest.pt --episodes 10
+    python sample.py runs/<run> --greedy --save-video videos/ --json scores.json
+
+The checkpoint is loaded with `torch.load(weights_only=True)` (a file that would run code is
+refused); it names the script and arguments that made it, and that script is imported from this
+folder to rebuild the agent. Games are played with the evaluation protocol: whole games (no
+episodic life), raw scores (no reward clipping), random no-op starts, the training run's frame
+skip and frame stack, sticky actions only if asked. Each game's score and length are printed,
+then mean, std, min and max.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import tyro
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ("ppo_atari", "a2c_atari", "a2c_lstm_atari")
+
+
+@dataclass
+class Args:
+    checkpoint: tyro.conf.Positional[str]
+    """checkpoint file, or a run folder (meaning its latest checkpoint)"""
+    episodes: int = 10
+    """number of whole games to play"""
+    greedy: bool = False
+    """take the most likely action instead of sampling from the policy"""
+    seed: int = 1
+    """seed of the games and of action sampling"""
+    num_envs: int = 1
+    """games played at once (each plays a fixed share of --episodes, so short games are not favoured)"""
+    env_id: Optional[str] = None
+    """play another game than the checkpoint's (its action space must match)"""
+    env_backend: Literal["auto", "envpool", "ale"] = "auto"
+    """emulator backend (auto: envpool where it imports)"""
+    sticky_actions: float = 0.0
+    """probability of repeating the previous action (Machado et al. 2018 use 0.25)"""
+    noop_max: int = 30
+    """random no-op actions (up to this many) at the start of every game"""
+    max_episode_frames: int = 108_000
+    """end a game after this many emulator frames (108,000 = 30 minutes)"""
+    save_video: Optional[str] = None
+    """folder for one video per game, full colour at the game's frame rate (MP4 with ffmpeg, else GIF)"""
+    save_frames: Optional[str] = None
+    """folder for every agent step's full-colour frame as PNG, one sub-folder per game"""
+    json: Optional[str] = None
+    """write the scores as JSON to this file"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+
+
+class SampleError(Exception):
+    """Bad input, reported as one sentence."""
+
+
+def resolve_path(path: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        for candidate in (p / "checkpoints" / "latest.pt", p / "latest.pt"):
+            if candidate.is_file():
+                return candidate
+        raise SampleError(f"{path!r} is a folder without checkpoints/latest.pt.")
+    if not p.is_file():
+        raise SampleError(f"checkpoint {path!r} does not exist.")
+    return p
+
+
+def load(path: str) -> tuple[dict, object, Path]:
+    """(checkpoint dict, the script module that wrote it, resolved path); never runs code from the file."""
+    p = resolve_path(path)
+    if p.stat().st_size == 0:
+        raise SampleError(f"{str(p)!r} is empty.")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        text = str(e)
+        if "Weights only load failed" in text and ("GLOBAL" in text or "Unsupported" in text):
+            raise SampleError(f"{str(p)!r} holds pickled objects that could run code; refused without loading them.") from None
+        reason = text.strip().splitlines()[0][:160] if text.strip() else type(e).__name__
+        raise SampleError(f"{str(p)!r} is not a loadable checkpoint ({reason}).") from None
+    if not isinstance(state, dict) or not {"script", "args", "model", "num_actions"} <= state.keys():
+        raise SampleError(f"{str(p)!r} is not a checkpoint written by these scripts.")
+    script = state["script"]
+    if script not in SCRIPTS or not (HERE / f"{script}.py").is_file():
+        raise SampleError(f"{str(p)!r} was written by {script}.py, which is not in {str(HERE)!r}.")
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    return state, importlib.import_module(script), p
+
+
+def write_video(path: Path, frames: list, fps: float) -> Path:
+    """MP4 through ffmpeg where it is installed, else an animated GIF (Pillow)."""
+    if shutil.which("ffmpeg"):
+        out = path.with_suffix(".mp4")
+        height, width = frames[0].shape[:2]
+        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+               "-r", f"{fps}", "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p", str(out)]
+        subprocess.run(cmd, input=np.stack(frames).tobytes(), check=True)
+        return out
+    from PIL import Image
+
+    out = path.with_suffix(".gif")
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(out, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return out
+
+
+def write_frames(folder: Path, frames: list) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"frame_{t:05d}.png")
+
+
+def check_args(args: Args) -> None:
+    for name in ("episodes", "num_envs", "max_episode_frames"):
+        if getattr(args, name) <= 0:
+            raise SampleError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
+    if args.noop_max < 0:
+        raise SampleError(f"--noop-max must not be negative, got {args.noop_max}.")
+    if not 0.0 <= args.sticky_actions <= 1.0:
+        raise SampleError(f"--sticky-actions must lie in [0, 1], got {args.sticky_actions}.")
+
+
+def play(args: Args) -> dict:
+    check_args(args)
+    state, module, path = load(args.checkpoint)
+    saved = state["args"]
+    env_id = args.env_id or saved["env_id"]
+    try:
+        game = module.atari_game(env_id)
+        backend = module.resolve_backend(args.env_backend)
+    except module.UsageError as e:
+        raise SampleError(str(e)) from None
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    torch.manual_seed(args.seed)
+    num_envs = min(args.num_envs, args.episodes)
+    env_kwargs = dict(frame_skip=saved["frame_skip"], noop_max=args.noop_max, sticky_actions=args.sticky_actions,
+                      full_action_space=saved["full_action_space"], max_episode_frames=args.max_episode_frames)
+    envs = module.AtariEnvs(game, backend, num_envs, args.seed, **env_kwargs)
+    # A twin emulator, same seed and actions, renders the full-colour screen for videos and frames.
+    screens = module.AtariEnvs(game, backend, num_envs, args.seed, full_frames=True, **env_kwargs) \
+        if args.save_video or args.save_frames else None
+    try:
+        if envs.num_actions != state["num_actions"]:
+            raise SampleError(f"{env_id} has {envs.num_actions} actions but the agent was trained with "
+                              f"{state['num_actions']} ({saved['env_id']}).")
+        extra = {"lstm_hidden_size": saved["lstm_hidden_size"]} if "lstm_hidden_size" in saved else {}
+        agent = module.Agent(state["num_actions"], saved["frame_stack"], **extra).to(device)
+        agent.load_state_dict(state["model"])
+        agent.eval()
+        result = play_games(args, module, agent, envs, screens, saved, device)
+    finally:
+        envs.close()
+        if screens is not None:
+            screens.close()
+
+    returns = np.array([e["return"] for e in result])
+    summary = {"checkpoint": str(path), "script": state["script"], "env_id": env_id,
+               "trained_steps": state.get("global_step"), "greedy": args.greedy,
+               "sticky_actions": args.sticky_actions, "seed": args.seed, "episodes": result,
+               "mean_return": float(returns.mean()), "std_return": float(returns.std()),
+               "min_return": float(returns.min()), "max_return": float(returns.max()),
+               "mean_length": float(np.mean([e["length"] for e in result]))}
+    print(f"{len(returns)} games of {env_id}: mean {summary['mean_return']:.1f} +- {summary['std_return']:.1f}, "
+          f"min {summary['min_return']:.1f}, max {summary['max_return']:.1f}", flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@torch.no_grad()
+def play_games(args: Args, module, agent, envs, screens, saved: dict, device) -> list[dict]:
+    num_envs = envs.num_envs
+    quota = np.full(num_envs, args.episodes // num_envs)
+    quota[: args.episodes % num_envs] += 1
+    frame_stack = module.FrameStack(num_envs, saved["frame_stack"], device)
+    frames, lives = envs.reset()
+    frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
+    stats = module.EpisodeStats(num_envs, lives)
+    recurrent = hasattr(agent, "initial_state")
+    if recurrent:
+        hidden = agent.initial_state(num_envs, device)
+        starts = torch.ones(num_envs, dtype=torch.bool, device=device)
+    screen_frames = [[f] for f in screens.reset()[0]] if screens is not None else None
+    fps = 60.0 / saved["frame_skip"]  # one frame per agent step at the emulator's 60 Hz
+    played = np.zeros(num_envs, np.int64)
+    episodes: list[dict] = []
+    start = time.time()
+    while (played < quota).any():
+        if recurrent:
+            logits, _, hidden = agent(frame_stack.obs, hidden, starts)
+        else:
+            logits, _ = agent(frame_stack.obs)
+        actions = logits.argmax(-1) if args.greedy else torch.distributions.Categorical(logits=logits).sample()
+        actions = actions.cpu().numpy()
+        resetting = stats.ended.copy()
+        frames, raw_rewards, terminated, truncated, lives = envs.step(actions)
+        _, _, returns, lengths = stats.update(raw_rewards, terminated, truncated, lives)
+        if screens is not None:
+            for i, screen in enumerate(screens.step(actions)[0]):
+                if played[i] < quota[i]:  # envs done with their share keep no frames
+                    screen_frames[i] = [screen] if resetting[i] else screen_frames[i] + [screen]
+        for i, score, length in zip(np.flatnonzero(stats.ended), returns, lengths):
+            if played[i] < quota[i]:
+                k = len(episodes)
+                episodes.append({"return": float(score), "length": int(length), "env": int(i),
+                                 "truncated": bool(truncated[i] and not terminated[i])})
+                saved_to = []
+                if args.save_video:
+                    Path(args.save_video).mkdir(parents=True, exist_ok=True)
+                    video = write_video(Path(args.save_video) / f"episode_{k:03d}", screen_frames[i], fps)
+                    episodes[-1]["video"] = str(video)
+                    saved_to.append(str(video))
+                if args.save_frames:
+                    folder = Path(args.save_frames) / f"episode_{k:03d}"
+                    write_frames(folder, screen_frames[i])
+                    episodes[-1]["frames"] = str(folder)
+                    saved_to.append(str(folder))
+                print(f"game {k + 1}/{args.episodes}: score {score:.1f}, {length} steps"
+                      f"{' -> ' + ', '.join(saved_to) if saved_to else ''} ({time.time() - start:.0f}s)", flush=True)
+            played[i] += 1
+        frame_stack.push(torch.from_numpy(frames).to(device), torch.from_numpy(resetting).to(device))
+        if recurrent:
+            starts = torch.from_numpy(resetting).to(device)
+    return episodes
+
+
+def main() -> None:
+    args = tyro.cli(Args)
+    try:
+        play(args)
+    except SampleError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
