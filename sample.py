@@ -206,14 +206,14 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
     start = time.time()
     while (played < quota).any():
         if recurrent:
-            logits, _, hidden = agent(frame_stack.obs, hidden, starts)
+            logits, _, hidden = agent.step(frame_stack.obs, hidden, starts)
         else:
             logits, _ = agent(frame_stack.obs)
         actions = logits.argmax(-1) if args.greedy else torch.distributions.Categorical(logits=logits).sample()
         actions = actions.cpu().numpy()
         resetting = stats.ended.copy()
         frames, raw_rewards, terminated, truncated, lives = envs.step(actions)
-        _, _, returns, lengths = stats.update(raw_rewards, terminated, truncated, lives)
+        _, life_lost, returns, lengths = stats.update(raw_rewards, terminated, truncated, lives)
         if screens is not None:
             for i, screen in enumerate(screens.step(actions)[0]):
                 if played[i] < quota[i]:  # envs done with their share keep no frames
@@ -238,8 +238,8 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
                       f"{' -> ' + ', '.join(saved_to) if saved_to else ''} ({time.time() - start:.0f}s)", flush=True)
             played[i] += 1
         frame_stack.push(torch.from_numpy(frames).to(device), torch.from_numpy(resetting).to(device))
-        if recurrent:
-            starts = torch.from_numpy(resetting).to(device)
+        if recurrent:  # zero the LSTM state where an episode starts, as in training
+            starts = torch.from_numpy(resetting | (life_lost & saved.get("reset_on_life_loss", False))).to(device)
     return episodes
 
 

@@ -1,0 +1,128 @@
+"""LSTM-specific behaviour of a2c_lstm_atari.py: the masked unroll, where the hidden state is
+zeroed and where it is carried, and that training replays exactly what the rollout computed."""
+
+import pytest
+import torch
+
+import a2c_lstm_atari as L
+from conftest import BACKENDS
+
+CPU = torch.device("cpu")
+
+
+def naive_unroll(lstm, x, state, starts):
+    """Step by step, zeroing each env's state by hand before a step where it starts."""
+    h, c = state
+    outputs = []
+    for t in range(x.shape[0]):
+        keep = (~starts[t]).float().view(1, -1, 1)
+        out, (h, c) = lstm(x[t:t + 1], (h * keep, c * keep))
+        outputs.append(out)
+    return torch.cat(outputs), (h, c)
+
+
+@pytest.mark.parametrize("start_steps", [[], [3], [1, 4, 7]])
+def test_masked_unroll_equals_a_naive_loop_in_outputs_and_gradients(start_steps):
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 5)
+    x = torch.randn(8, 3, 6, requires_grad=True)
+    state = (torch.randn(1, 3, 5), torch.randn(1, 3, 5))
+    starts = torch.zeros(8, 3, dtype=torch.bool)
+    starts[0, 1] = True
+    for t in start_steps:
+        starts[t, t % 3] = True
+    results = []
+    for unroll in (L.unroll_lstm, naive_unroll):
+        lstm.zero_grad()
+        x.grad = None
+        out, (h, c) = unroll(lstm, x, state, starts)
+        (out.square().sum() + h.sum() + c.sum()).backward()
+        results.append((out.detach(), h.detach(), c.detach(), x.grad.clone(),
+                        [p.grad.clone() for p in lstm.parameters()]))
+    fast, slow = results
+    for a, b in zip(fast[:4], slow[:4]):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fast[4], slow[4]))
+
+
+def test_one_lstm_call_per_piece_between_starts():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(4, 4)
+    calls = []
+    lstm.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    x = torch.randn(10, 2, 4)
+    state = (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
+    starts = torch.zeros(10, 2, dtype=torch.bool)
+    starts[0] = True  # a start at the first step needs no cut
+    L.unroll_lstm(lstm, x, state, starts)
+    assert calls == [10]
+    calls.clear()
+    starts[6, 1] = True
+    L.unroll_lstm(lstm, x, state, starts)
+    assert calls == [6, 4]
+
+
+def rollout(backend, reset_on_life_loss=False):
+    torch.manual_seed(0)
+    args = L.Args(num_envs=3, num_steps=48, max_episode_frames=120, lstm_hidden_size=16,
+                  reset_on_life_loss=reset_on_life_loss)
+    envs = L.make_envs(args, backend, seed=1, num_envs=3)
+    agent = L.Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size)
+    buf = L.RolloutBuffer(args.num_steps, 3, args.frame_stack, CPU)
+    stack = L.FrameStack(3, args.frame_stack, CPU)
+    frames, lives = envs.reset()
+    stack.push(torch.from_numpy(frames), torch.ones(3, dtype=torch.bool))
+    stats = L.EpisodeStats(3, lives)
+    state = (torch.randn(1, 3, 16), torch.randn(1, 3, 16))  # as if carried from an earlier rollout
+    starts = torch.zeros(3, dtype=torch.bool)
+    out = L.collect_rollout(lambda o, s, st: L.policy_step(agent, o, s, st), envs, stack, stats, buf,
+                            state, starts, args, CPU)
+    envs.close()
+    return agent, buf, out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_unroll_replays_the_rollout_exactly(backend):
+    agent, buf, _ = rollout(backend)
+    assert buf.starts.any()  # games capped at 30 steps start inside the rollout
+    with torch.no_grad():
+        logits, values, _ = agent(buf.obs, buf.initial_state, buf.starts)
+        logprobs = torch.distributions.Categorical(logits=logits).log_prob(buf.actions)
+    assert torch.allclose(values, buf.values, atol=1e-5)
+    assert torch.allclose(logprobs, buf.logprobs, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_is_zeroed_exactly_at_episode_starts_and_carried_otherwise(backend):
+    agent, buf, _ = rollout(backend)
+    # a start is flagged on the step after the backend's reset step, where the new game's first frame is seen
+    invalid = buf.valid == 0
+    assert torch.equal(buf.starts[1:], invalid[:-1])
+    with torch.no_grad():
+        _, values, _ = agent(buf.obs, buf.initial_state, buf.starts)
+        other = (torch.randn_like(buf.initial_state[0]), torch.randn_like(buf.initial_state[1]))
+        _, values_other, _ = agent(buf.obs, other, buf.starts)
+    for env in range(3):
+        first_start = int(buf.starts[:, env].nonzero()[0])
+        # before the env's first episode start the carried state matters, after it it does not
+        assert not torch.allclose(values[:first_start, env], values_other[:first_start, env])
+        assert torch.allclose(values[first_start:, env], values_other[first_start:, env], atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reset_on_life_loss_also_starts_the_state_after_a_lost_life(backend):
+    _, buf, _ = rollout(backend)
+    _, buf_life, _ = rollout(backend, reset_on_life_loss=True)
+    after_life_loss = buf_life.starts[1:] & (buf_life.valid[:-1] == 1)
+    assert after_life_loss.any()
+    assert not (buf.starts[1:] & (buf.valid[:-1] == 1)).any()
+
+
+def test_checkpoint_rebuilds_the_agent_for_playback(tmp_path):
+    from conftest import tiny_args
+
+    out = L.train(tiny_args(L, tmp_path, iterations=1, run_name="lstm", lstm_hidden_size=24, frame_stack=4))
+    state = torch.load(out["checkpoint"], weights_only=True)
+    agent = L.Agent(state["num_actions"], state["args"]["frame_stack"], state["args"]["lstm_hidden_size"])
+    agent.load_state_dict(state["model"])
+    assert agent.lstm.hidden_size == 24 and agent.network[0].in_channels == 4
