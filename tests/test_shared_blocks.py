@@ -196,3 +196,14 @@ def test_truncation_bootstrap_adds_discounted_value_of_the_final_observation(scr
     truncations = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     out = script.bootstrap_truncations(rewards, values, torch.tensor([0.0, 7.0]), truncations, 0.5)
     assert out.tolist() == [[1.0 + 2.5, 1.0], [0.0, 1.0 + 3.5]]
+
+
+FEEDFORWARD_SHARED = ["Agent", "policy_step", "RolloutBuffer", "collect_rollout"]
+
+
+def test_feedforward_scripts_share_network_and_rollout_text():
+    present = [s for s in ("ppo_atari", "a2c_atari") if s in SCRIPTS]
+    if len(present) < 2:
+        pytest.skip("needs both feed-forward scripts")
+    a, b = (top_level_sources(s) for s in present)
+    assert [n for n in FEEDFORWARD_SHARED if a[n] != b[n]] == []
