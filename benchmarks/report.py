@@ -1,0 +1,186 @@
+"""Benchmark report: a Markdown table per game and PNG learning curves, read from TensorBoard logs.
+
+    python benchmarks/report.py --runs-dir runs/benchmark --out-dir benchmarks/report
+
+For every run folder (as benchmarks/run.py makes them, or any run of the training scripts) it
+reads charts/episodic_return and charts/SPS from the event files. Per script and game: the final
+return (mean of the last 100 games of each seed), its mean and std over seeds, SPS and wall time,
+next to the published references in published_scores.json (with their sources and budgets).
+A run shorter than a reference's budget is labelled with its own budget, never placed as if it
+were a 10M-step result. Curves: return vs agent steps, mean over seeds with the min-max band,
+and each reference as a horizontal line labelled with its budget.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import tyro
+
+HERE = Path(__file__).resolve().parent
+# Which published references (by their "algorithm" field) a script's curve is drawn against.
+FAMILIES = {"ppo_atari": ("ppo",), "a2c_atari": ("a2c",), "a2c_lstm_atari": ("a2c", "ppo-lstm")}
+
+
+@dataclass
+class Args:
+    runs_dir: str = "runs/benchmark"
+    """folder with one sub-folder per run"""
+    out_dir: str = "benchmarks/report"
+    """where report.md and the PNG curves go"""
+    last_episodes: int = 100
+    """final return = mean of this many last games of a run"""
+    hardware: Optional[str] = None
+    """hardware line for the report (default: what benchmarks/run.py recorded in each run's benchmark.json)"""
+
+
+def read_run(run_dir: Path) -> Optional[dict]:
+    """A run's identity, returns curve, SPS and wall time, or None if it logged nothing."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    meta = {}
+    if (run_dir / "benchmark.json").is_file():
+        meta = json.loads((run_dir / "benchmark.json").read_text())
+    elif (run_dir / "args.json").is_file():
+        saved = json.loads((run_dir / "args.json").read_text())
+        meta = {"script": saved.get("exp_name"), "env_id": saved.get("env_id"), "seed": saved.get("seed"),
+                "total_timesteps": saved.get("total_timesteps")}
+    else:
+        return None
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    if "charts/episodic_return" not in tags:
+        return None
+    returns = acc.Scalars("charts/episodic_return")
+    sps = acc.Scalars("charts/SPS") if "charts/SPS" in tags else []
+    all_events = [e for tag in tags for e in acc.Scalars(tag)]
+    return {**meta, "run": run_dir.name,
+            "steps": np.array([e.step for e in returns]), "returns": np.array([e.value for e in returns]),
+            "last_step": max(e.step for e in all_events),
+            "sps": sps[-1].value if sps else float("nan"),
+            "wall_s": max(e.wall_time for e in all_events) - min(e.wall_time for e in all_events)}
+
+
+def game_name(env_id: str) -> str:
+    name = env_id.split("/")[-1].split("-")[0]
+    return name.replace("NoFrameskip", "")
+
+
+def summarise(runs: list[dict], last_episodes: int) -> dict:
+    """{(script, game): figures over seeds}."""
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r["script"], game_name(r["env_id"]))].append(r)
+    table = {}
+    for key, group in sorted(groups.items()):
+        finals = np.array([r["returns"][-last_episodes:].mean() for r in group])
+        table[key] = {"seeds": sorted(r["seed"] for r in group), "finals": finals.tolist(),
+                      "mean": float(finals.mean()), "std": float(finals.std()),
+                      "steps": int(min(r["last_step"] for r in group)),
+                      "sps": float(np.mean([r["sps"] for r in group])),
+                      "wall_h": float(np.mean([r["wall_s"] for r in group]) / 3600), "runs": group}
+    return table
+
+
+def curve(run: dict, grid: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last `window` games finished by each grid step (nan before the first game)."""
+    out = np.full(len(grid), np.nan)
+    for i, g in enumerate(grid):
+        seen = run["returns"][run["steps"] <= g]
+        if len(seen):
+            out[i] = seen[-window:].mean()
+    return out
+
+
+def references_for(refs: dict, game: str) -> list[dict]:
+    return [dict(r, value=r["scores"][game]) for r in refs["references"] if game in r["scores"]]
+
+
+def budget_label(steps: int) -> str:
+    return f"{steps / 1e6:.1f}M steps" if steps >= 1e5 else f"{steps:,} steps"
+
+
+def write_report(args: Args) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not Path(args.runs_dir).is_dir():
+        raise SystemExit(f"error: {args.runs_dir!r} is not a folder.")
+    runs = [r for d in sorted(Path(args.runs_dir).iterdir()) if d.is_dir() and (r := read_run(d))]
+    if not runs:
+        raise SystemExit(f"error: no runs with logged games under {args.runs_dir!r}.")
+    refs = json.loads((HERE / "published_scores.json").read_text())
+    table = summarise(runs, args.last_episodes)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = sorted({r["hardware"] for r in runs if r.get("hardware")})
+    hardware_line = args.hardware or ("; ".join(recorded) if recorded else "not recorded")
+    lines = ["# Benchmark report", "",
+             f"Generated by `benchmarks/report.py` from the TensorBoard logs in `{args.runs_dir}`. "
+             f"Final return = mean of the last {args.last_episodes} games of each seed; mean +- std over "
+             "seeds (population std). Training returns are raw game scores of whole games.",
+             f"Hardware: {hardware_line}.", ""]
+    for game in sorted({g for _, g in table}):
+        lines += [f"## {game}", "", "| script | budget | seeds | final return | SPS | wall time (h) |",
+                  "|---|---|---|---|---|---|"]
+        for (script, g), row in table.items():
+            if g != game:
+                continue
+            short = "" if row["steps"] >= 9_900_000 else " (short run: not comparable with 10M references)"
+            lines.append(f"| {script} | {budget_label(row['steps'])}{short} | {len(row['seeds'])} | "
+                         f"{row['mean']:.1f} +- {row['std']:.1f} | {row['sps']:,.0f} | {row['wall_h']:.2f} |")
+        game_refs = references_for(refs, game)
+        if game_refs:
+            lines += ["", "Published references:", "", "| reference | budget | return | source |", "|---|---|---|---|"]
+            for r in game_refs:
+                value = f"{r['value']['mean']}" + (f" +- {r['value']['std']}" if "std" in r["value"] else "")
+                lines.append(f"| {r['name']} | {budget_label(r['budget_steps'])} | {value} | {r['source']} |")
+        lines.append("")
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        shortest = min(row["steps"] for (_, g), row in table.items() if g == game)
+        for i, ((script, g), row) in enumerate((k, v) for k, v in table.items() if k[1] == game):
+            color = f"C{i}"
+            grid = np.linspace(0, row["steps"], 200)
+            curves = np.array([curve(r, grid, args.last_episodes) for r in row["runs"]])
+            with warnings.catch_warnings():  # grid points before a seed's first game are nan
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, lo, hi = np.nanmean(curves, 0), np.nanmin(curves, 0), np.nanmax(curves, 0)
+            ax.plot(grid, mean, color=color, label=f"{script} ({len(row['runs'])} seeds)")
+            ax.fill_between(grid, lo, hi, color=color, alpha=0.2)
+            # Only the references of the same algorithm, in the curve's colour.
+            for r in game_refs:
+                if r["algorithm"] in FAMILIES.get(script, ()):
+                    ax.axhline(r["value"]["mean"], linestyle="--", linewidth=0.8, color=color, alpha=0.6)
+                    ax.annotate(f"{r['name']} @ {budget_label(r['budget_steps'])}", (1.0, r["value"]["mean"]),
+                                xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7, color=color)
+        longest_ref = max((r["budget_steps"] for r in game_refs), default=0)
+        ax.set_title(game if shortest >= longest_ref else
+                     f"{game}: runs of {budget_label(shortest)}; dashed lines are final returns at "
+                     f"{budget_label(longest_ref)}", fontsize=10)
+        ax.set_xlabel("agent steps")
+        ax.set_ylabel(f"episodic return (mean of last {args.last_episodes} games)")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"{game}.png", dpi=100)
+        plt.close(fig)
+        lines += [f"![{game}]({game}.png)", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    (out / "report.json").write_text(json.dumps(
+        {f"{s}/{g}": {k: v for k, v in row.items() if k != "runs"} for (s, g), row in table.items()}, indent=2))
+    print("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":
+    write_report(tyro.cli(Args))

@@ -1,0 +1,116 @@
+"""benchmarks/run.py resumes and skips runs of a matrix; benchmarks/report.py turns event files into
+the right table and curves."""
+
+import json
+import sys
+
+import pytest
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import report  # noqa: E402
+import run  # noqa: E402
+
+TINY_PPO = "--num-envs 2 --num-steps 16 --num-minibatches 2 --update-epochs 1 --no-cuda --env-backend ale"
+
+
+def matrix(runs_dir, total_timesteps, seeds, script_args=TINY_PPO):
+    return run.Args(scripts=["ppo_atari"], env_ids=["Breakout-v5"], seeds=seeds, total_timesteps=total_timesteps,
+                    runs_dir=str(runs_dir), script_args=script_args)
+
+
+def test_runner_resumes_an_interrupted_run_and_skips_complete_ones(tmp_path):
+    runs_dir = tmp_path / "bench"
+    seed1, seed2 = runs_dir / "Breakout-v5__ppo_atari__1", runs_dir / "Breakout-v5__ppo_atari__2"
+    # Seed 1 stops after one iteration of a three-iteration budget: an interrupted run.
+    assert run.main(matrix(runs_dir, 32, [1]))["ran"] == [seed1.name]
+    assert run.status(seed1, 96) == "interrupted"
+    # Seed 2 has logs of a start that died before its first checkpoint.
+    with SummaryWriter(str(seed2)) as w:
+        w.add_scalar("charts/episodic_return", 12345.0, 5)
+
+    result = run.main(matrix(runs_dir, 96, [1, 2]))
+    assert sorted(result["ran"]) == [seed1.name, seed2.name] and result["failed"] == []
+    for folder in (seed1, seed2):
+        state = torch.load(folder / "checkpoints" / "latest.pt", weights_only=True)
+        assert (state["iteration"], state["global_step"]) == (3, 96)
+    # Seed 1 continued from its checkpoint (its first checkpoint is still there); seed 2 started over.
+    assert sorted(p.name for p in (seed1 / "checkpoints").glob("iter_*")) == ["iter_000001.pt", "iter_000003.pt"]
+    assert sorted(p.name for p in (seed2 / "checkpoints").glob("iter_*")) == ["iter_000003.pt"]
+    assert len(list(seed2.glob("stale_*/events.out.tfevents*"))) == 1  # set aside, not deleted
+    meta = json.loads((seed1 / "benchmark.json").read_text())
+    assert meta["script"] == "ppo_atari" and meta["hardware"].startswith("CPU only")
+
+    mtimes = {p: p.stat().st_mtime_ns for p in runs_dir.rglob("*.pt")}
+    again = run.main(matrix(runs_dir, 96, [1, 2]))
+    assert sorted(again["skipped"]) == [seed1.name, seed2.name] and again["ran"] == []
+    assert {p: p.stat().st_mtime_ns for p in runs_dir.rglob("*.pt")} == mtimes
+
+
+def test_runner_reports_a_failed_run(tmp_path):
+    result = run.main(matrix(tmp_path / "bench", 32, [1], script_args=TINY_PPO + " --clip-coef -1"))
+    assert result["ran"] == [] and result["failed"] == ["Breakout-v5__ppo_atari__1"]
+    log = (tmp_path / "bench" / "Breakout-v5__ppo_atari__1" / "stdout.log").read_text()
+    assert "--clip-coef must not be negative" in log
+
+
+def synthetic_run(runs_dir, name, returns, sps, last_step, meta=None, args=None):
+    folder = runs_dir / name
+    folder.mkdir(parents=True)
+    if meta is not None:
+        (folder / "benchmark.json").write_text(json.dumps(meta))
+    if args is not None:
+        (folder / "args.json").write_text(json.dumps(args))
+    with SummaryWriter(str(folder)) as w:
+        for i, value in enumerate(returns):
+            w.add_scalar("charts/episodic_return", value, (i + 1) * last_step // len(returns))
+        w.add_scalar("charts/SPS", sps, last_step)
+
+
+def test_report_gives_mean_and_std_over_seeds_and_writes_the_curves(tmp_path):
+    from PIL import Image
+
+    runs_dir = tmp_path / "bench"
+    for seed, final in [(1, 10.0), (2, 20.0)]:
+        meta = {"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed, "total_timesteps": 10_000_000,
+                "hardware": "test machine"}
+        # 50 early games that the final figure must ignore, then the last 100 games.
+        synthetic_run(runs_dir, f"Breakout-v5__ppo_atari__{seed}", [0.0] * 50 + [final] * 100,
+                      sps=1000.0 * seed, last_step=10_000_000, meta=meta)
+    synthetic_run(runs_dir, "Pong-v5__a2c_atari__1", [-21.0, -19.0, -20.0], sps=500.0, last_step=50_000,
+                  args={"exp_name": "a2c_atari", "env_id": "Pong-v5", "seed": 1, "total_timesteps": 50_000})
+
+    out = tmp_path / "report"
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out)))
+    figures = json.loads((out / "report.json").read_text())
+    breakout = figures["ppo_atari/Breakout"]
+    assert breakout["finals"] == [10.0, 20.0]
+    assert breakout["mean"] == pytest.approx(15.0) and breakout["std"] == pytest.approx(5.0)
+    assert breakout["sps"] == pytest.approx(1500.0) and breakout["steps"] == 10_000_000
+    assert figures["a2c_atari/Pong"]["mean"] == pytest.approx(-20.0)
+
+    text = (out / "report.md").read_text()
+    assert "Hardware: test machine." in text
+    assert "| ppo_atari | 10.0M steps | 2 | 15.0 +- 5.0 | 1,500 |" in text
+    assert "| a2c_atari | 50,000 steps (short run: not comparable with 10M references) | 1 | -20.0 +- 0.0 |" in text
+    assert "| CleanRL ppo_atari | 10.0M steps | 414.66 +- 28.09 |" in text  # the reference, with its source
+    for game in ("Breakout", "Pong"):
+        with Image.open(out / f"{game}.png") as png:
+            assert png.format == "PNG" and png.size[0] > 300
+
+
+def test_report_without_runs_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no runs with logged games"):
+        report.write_report(report.Args(runs_dir=str(tmp_path / "empty"), out_dir=str(tmp_path / "out")))
+
+
+def test_runner_refuses_an_unknown_game_or_script_before_running_anything(tmp_path):
+    with pytest.raises(SystemExit, match="'Pongg-v5' is not an Atari game"):
+        run.main(run.Args(env_ids=["Pongg-v5"], runs_dir=str(tmp_path / "bench")))
+    with pytest.raises(SystemExit, match="no such script .*: dqn_atari"):
+        run.main(run.Args(scripts=["dqn_atari"], runs_dir=str(tmp_path / "bench")))
+    assert not (tmp_path / "bench").exists()
