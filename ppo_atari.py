@@ -13,6 +13,7 @@ Implementation Details of Proximal Policy Optimization" (ICLR blog track 2022); 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -205,6 +206,7 @@ class AtariEnvs:
                  max_episode_frames: int = 108_000, num_threads: int = 0, full_frames: bool = False):
         # full_frames: the 210x160 RGB screen instead of the network's input (for videos)
         self.backend, self.num_envs, self.seed, self.full_frames = backend, num_envs, seed, full_frames
+        self.game, self.full_action_space = game, full_action_space
         height, width = (210, 160) if full_frames else (84, 84)
         if backend == "envpool":
             import envpool
@@ -231,6 +233,17 @@ class AtariEnvs:
                 use_fire_reset=True, repeat_action_probability=sticky_actions,
                 full_action_space=full_action_space, max_num_frames_per_episode=max_episode_frames)
         self.num_actions = int(self.envs.single_action_space.n)
+
+    @functools.cached_property
+    def fire_action(self) -> Optional[int]:
+        """Index of FIRE in the action set, or None; both backends press it when a game starts."""
+        from ale_py import Action, ALEInterface, LoggerMode, roms
+
+        ALEInterface.setLoggerMode(LoggerMode.Error)
+        ale = ALEInterface()
+        ale.loadROM(roms.get_rom_path(self.game))
+        actions = list(ale.getLegalActionSet() if self.full_action_space else ale.getMinimalActionSet())
+        return actions.index(Action.FIRE) if Action.FIRE in actions else None
 
     def frames(self, obs: np.ndarray) -> np.ndarray:
         if self.full_frames and self.backend == "envpool":
@@ -261,7 +274,8 @@ class EpisodeStats:
     """Whole-game statistics on the host: raw rewards summed over all lives of a game.
 
     A game's return and length are reported when it ends (game over or the frame cap) and then
-    reset, so nothing leaks across truncations. `ended` marks envs whose next step is a reset.
+    reset, so nothing leaks across truncations. `ended` marks envs whose next step is a reset,
+    `life_lost` those that lost a life on the last step.
     """
 
     def __init__(self, num_envs: int, lives: np.ndarray):
@@ -269,12 +283,13 @@ class EpisodeStats:
         self.lengths = np.zeros(num_envs, np.int64)
         self.lives = lives.copy()
         self.ended = np.zeros(num_envs, bool)
+        self.life_lost = np.zeros(num_envs, bool)
 
     def update(self, raw_rewards, terminated, truncated, lives):
         """Account one env step; returns (valid, life_lost, finished_returns, finished_lengths)."""
         valid = ~self.ended  # False where this step was the backend's reset (action ignored)
         life_lost = valid & (lives < self.lives)
-        self.lives = lives.copy()
+        self.lives, self.life_lost = lives.copy(), life_lost
         self.returns += raw_rewards * valid
         self.lengths += valid
         self.ended = (terminated | truncated) & valid
@@ -406,7 +421,8 @@ class RolloutBuffer:
         self.values = torch.zeros(num_steps, num_envs, device=device)
         self.step_data = torch.zeros(num_steps, 4, num_envs, device=device)
         # rewards: clipped if asked; dones: episode end for learning (game over, cap, life loss);
-        # truncations: cap to bootstrap through; valid: 0 on reset steps, whose action was ignored.
+        # truncations: cap to bootstrap through; valid: 0 where the action was not the agent's (a reset
+        # step ignores it; after a lost life FIRE replaces it).
         self.rewards, self.dones, self.truncations, self.valid = self.step_data.unbind(1)
 
 
@@ -429,7 +445,14 @@ def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, stats: Epi
         buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
 
         resetting = stats.ended.copy()  # these envs start a new game on this step
-        frames, raw_rewards, terminated, truncated, lives = envs.step(action.cpu().numpy())
+        # After a lost life, FIRE relaunches play, as baselines' FireResetEnv presses it on each
+        # episodic-life reset: that step is the env's, not the agent's, so it stays out of the loss.
+        actions, forced = action.cpu().numpy(), stats.life_lost & args.episodic_life
+        if forced.any() and envs.fire_action is not None:
+            actions = np.where(forced, envs.fire_action, actions)
+        else:
+            forced[:] = False
+        frames, raw_rewards, terminated, truncated, lives = envs.step(actions)
         valid, life_lost, returns, lengths = stats.update(raw_rewards, terminated, truncated, lives)
         finished_returns.extend(returns.tolist())
         finished_lengths.extend(lengths.tolist())
@@ -437,7 +460,7 @@ def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, stats: Epi
         rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
         dones = terminated | truncated | (life_lost & args.episodic_life)
         cut = truncated & ~terminated & args.time_limit_bootstrap
-        host = np.stack([rewards, dones, cut, valid]).astype(np.float32)
+        host = np.stack([rewards, dones, cut, valid & ~forced]).astype(np.float32)
         buf.step_data[t].copy_(torch.from_numpy(host), non_blocking=True)
         frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
                          torch.from_numpy(resetting).to(device, non_blocking=True))

@@ -64,8 +64,9 @@ def test_one_lstm_call_per_piece_between_starts():
 
 def rollout(backend, reset_on_life_loss=False):
     torch.manual_seed(0)
+    # whole games for learning, so that only the backend's reset steps are invalid (no FIRE after a lost life)
     args = L.Args(num_envs=3, num_steps=48, max_episode_frames=120, lstm_hidden_size=16,
-                  reset_on_life_loss=reset_on_life_loss)
+                  reset_on_life_loss=reset_on_life_loss, episodic_life=False)
     envs = L.make_envs(args, backend, seed=1, num_envs=3)
     agent = L.Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size)
     buf = L.RolloutBuffer(args.num_steps, 3, args.frame_stack, CPU)

@@ -13,11 +13,21 @@ from conftest import BACKENDS, tiny_args
 CPU = torch.device("cpu")
 
 
-def rollout(backend, num_steps=64, **overrides):
-    """One rollout of a fresh agent on games capped at 30 agent steps, so games end inside it."""
+def rollout(backend, num_steps=64, sent=None, **overrides):
+    """One rollout of a fresh agent on games capped at 30 agent steps, so games end inside it;
+    `sent` (a list) receives the (actions, lives) of every env step."""
     torch.manual_seed(0)
-    args = P.Args(num_envs=3, num_steps=num_steps, max_episode_frames=120, **overrides)
+    args = P.Args(num_envs=3, num_steps=num_steps, **{"max_episode_frames": 120, **overrides})
     envs = P.make_envs(args, backend, seed=1, num_envs=3)
+    if sent is not None:
+        step = envs.step
+
+        def spy(actions):
+            out = step(actions)
+            sent.append((np.array(actions), out[4]))
+            return out
+
+        envs.step = spy
     agent = P.Agent(envs.num_actions)
     buf = P.RolloutBuffer(num_steps, 3, 4, CPU)
     stack = P.FrameStack(3, 4, CPU)
@@ -31,7 +41,7 @@ def rollout(backend, num_steps=64, **overrides):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reset_steps_are_masked_and_never_bootstrapped_across(backend):
-    _, buf, _, _ = rollout(backend)
+    _, buf, _, _ = rollout(backend, episodic_life=False)  # only resets make steps invalid here
     valid, dones = buf.valid.bool(), buf.dones.bool()
     # a step is invalid (the backend resets and ignores the action) exactly after a game ended;
     # games are capped at 30 steps, so each env ends twice in 64 steps
@@ -72,6 +82,27 @@ def test_transitions_straddling_a_reset_do_not_enter_the_loss(backend):
                              torch.where(invalid.view(64, 3), returns - 100, returns))
     assert torch.allclose(base[0], garbage[0])
     assert all(torch.allclose(a, b) for a, b in zip(base[1], garbage[1]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fire_relaunches_play_after_a_lost_life_and_stays_out_of_the_loss(backend):
+    sent = []
+    _, buf, _, _ = rollout(backend, num_steps=160, sent=sent, max_episode_frames=108_000)
+    actions, lives = np.stack([a for a, _ in sent]), np.stack([l for _, l in sent])
+    lost = [(t, e) for t in range(1, 159) for e in range(3) if 0 < lives[t, e] < lives[t - 1, e]]
+    assert lost, "a random agent loses a life of Breakout within 160 steps"
+    for t, e in lost:
+        assert buf.dones[t, e] == 1  # episodic life: the lost life ends the episode for learning
+        assert actions[t + 1, e] == 1, "Breakout's FIRE is pressed on the step after a lost life"
+        assert buf.valid[t + 1, e] == 0, "and that step, not the agent's choice, stays out of the loss"
+    agents_own = buf.valid.bool().numpy()
+    assert (actions[agents_own] == buf.actions.numpy()[agents_own]).all()
+
+    sent = []
+    _, buf, _, _ = rollout(backend, num_steps=160, sent=sent, max_episode_frames=108_000, episodic_life=False)
+    assert (np.stack([a for a, _ in sent]) == buf.actions.numpy()).all()  # whole games: nothing forced
+    lives = np.stack([l for _, l in sent])
+    assert all(lives[t - 1, e] == 0 for t, e in zip(*np.nonzero(buf.valid.numpy() == 0)))  # only resets
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
