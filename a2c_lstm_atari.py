@@ -608,7 +608,10 @@ def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed:
             logits, _, state = agent.step(frame_stack.obs, state, starts)
             actions = logits.argmax(-1) if args.eval_greedy else Categorical(logits=logits, validate_args=False).sample()
             resetting = stats.ended.copy()
-            frames, raw_rewards, terminated, truncated, lives = envs.step(actions.cpu().numpy())
+            actions = actions.cpu().numpy()
+            if args.episodic_life and envs.fire_action is not None:  # as in training: FIRE after a lost life
+                actions = np.where(stats.life_lost, envs.fire_action, actions)
+            frames, raw_rewards, terminated, truncated, lives = envs.step(actions)
             _, life_lost, returns, _ = stats.update(raw_rewards, terminated, truncated, lives)
             for i, score in zip(np.flatnonzero(stats.ended), returns):
                 if played[i] < quota[i]:

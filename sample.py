@@ -7,8 +7,9 @@ The checkpoint is loaded with `torch.load(weights_only=True)` (a file that would
 refused); it names the script and arguments that made it, and that script is imported from this
 folder to rebuild the agent. Games are played with the evaluation protocol: whole games (no
 episodic life), raw scores (no reward clipping), random no-op starts, the training run's frame
-skip and frame stack, sticky actions only if asked. Each game's score and length are printed,
-then mean, std, min and max.
+skip and frame stack, sticky actions only if asked; where training pressed FIRE after each lost
+life (episodic life), so does playback (--no-fire-after-life-loss turns it off). Each game's score
+and length are printed, then mean, std, min and max.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class Args:
     """folder for every agent step's full-colour frame as PNG, one sub-folder per game"""
     json: Optional[str] = None
     """write the scores as JSON to this file"""
+    fire_after_life_loss: bool = True
+    """press FIRE on the step after a lost life where the run trained with episodic life (its agent
+    never had to: training pressed it), so a greedy agent cannot stall the game"""
     cuda: bool = True
     """use CUDA when it is available"""
 
@@ -195,6 +199,7 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
     frames, lives = envs.reset()
     frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
     stats = module.EpisodeStats(num_envs, lives)
+    fire = envs.fire_action if args.fire_after_life_loss and saved.get("episodic_life", False) else None
     recurrent = hasattr(agent, "initial_state")
     if recurrent:
         hidden = agent.initial_state(num_envs, device)
@@ -211,6 +216,8 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
             logits, _ = agent(frame_stack.obs)
         actions = logits.argmax(-1) if args.greedy else torch.distributions.Categorical(logits=logits).sample()
         actions = actions.cpu().numpy()
+        if fire is not None:
+            actions = np.where(stats.life_lost, fire, actions)
         resetting = stats.ended.copy()
         frames, raw_rewards, terminated, truncated, lives = envs.step(actions)
         _, life_lost, returns, lengths = stats.update(raw_rewards, terminated, truncated, lives)

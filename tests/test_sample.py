@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,22 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     message = one_sentence_error(run_sample(str(path), cwd=tmp_path))
     assert "could run code" in message
     assert not marker.exists()
+
+
+def test_fire_is_pressed_after_a_lost_life_as_in_training(tmp_path, monkeypatch):
+    import ppo_atari
+
+    path = ppo_atari.train(tiny_args(ppo_atari, tmp_path, iterations=1, run_name="fire"))["checkpoint"]
+    sent, step = [], ppo_atari.AtariEnvs.step
+
+    def spy(self, actions):
+        out = step(self, actions)
+        sent.append((np.array(actions), out[4]))
+        return out
+
+    monkeypatch.setattr(ppo_atari.AtariEnvs, "step", spy)
+    sample.play(play_args(path, tmp_path, greedy=True, max_episode_frames=4000))
+    actions, lives = np.concatenate([a for a, _ in sent]), np.concatenate([l for _, l in sent])
+    lost = [t for t in range(1, len(lives) - 1) if 0 < lives[t] < lives[t - 1]]
+    assert lost, "the agent loses a life of Breakout within 1,000 steps"
+    assert all(actions[t + 1] == 1 for t in lost)  # Breakout's FIRE relaunches the ball
