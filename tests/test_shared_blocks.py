@@ -3,6 +3,7 @@ returns): one behaviour per test, run against every script so the copies cannot 
 
 import ast
 import itertools
+import platform
 import subprocess
 import sys
 
@@ -156,7 +157,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_update_steps_reuse_freed_memory_instead_of_page_faulting(script):
     # Without keep_freed_memory, these 8 steps page-fault 50,000-100,000 times on glibc 2.36
     # (activations unmapped and faulted back in); with it, the freed blocks are reused.
