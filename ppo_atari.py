@@ -636,7 +636,7 @@ def keep_freed_memory() -> None:
     """Let glibc reuse freed blocks of up to 32 MiB instead of handing them back to the OS.
 
     By default a minibatch's large activations are mmap'ed and unmapped again, so each CPU update
-    step page-faults ~50 MB back in (about 12,000 faults, 15% of the update's time here).
+    step page-faults ~50 MB back in (about 12,000 faults, 12-20% of the update's time here).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
