@@ -1,10 +1,19 @@
 """A2C for Atari: synchronous advantage actor-critic (Mnih et al. 2016) with the standard Atari protocol.
 
-One file, read top to bottom: Args, environments, frame stack, episode statistics, network,
-return/advantage computation, the A2C loss and TensorFlow-style RMSprop, evaluation,
-checkpoints, then `train(args)`.
+One file, read top to bottom: Args and their checks, environments, episode statistics, frame
+stack, network, returns and advantages, the rollout, the A2C loss with TensorFlow-style RMSprop and
+the learning-rate schedule, evaluation, checkpoints, the end of every iteration (logging, progress,
+evaluation and checkpoints when due, signals), then `train(args)`.
 
     python a2c_atari.py --env-id Breakout-v5 --num-envs 16
+
+Differences from CleanRL (which has no Atari A2C; its PPO scripts are what readers know), each on
+purpose: `dones[t]` marks the transition taken at step t that ended an episode (CleanRL's marks that
+observation t begins one), so the returns read `1 - dones[t]` with no shift; a `valid` mask keeps
+out of the loss the steps whose action was not the agent's (the backend's reset step, and FIRE
+pressed after a lost life as baselines' FireResetEnv does); observations are stored frames last and
+read through a channels_last view; logged returns are whole-game scores; one gradient step per
+rollout, so the logged loss figures are that step's.
 
 References: "Asynchronous Methods for Deep Reinforcement Learning" (arXiv 1602.01783) and
 OpenAI baselines' A2C (RMSprop as TensorFlow applies it, n-step returns); Machado et al.,
@@ -20,10 +29,12 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import sys
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -60,6 +71,8 @@ class Args:
     """name of the run folder (default: <env>__<exp_name>__<seed>__<unix time>)"""
     resume: Optional[str] = None
     """checkpoint file (or run folder, meaning its latest checkpoint) to continue from"""
+    keep_checkpoints: int = 0
+    """keep only the newest N periodic checkpoints (0: all); latest.pt and the final one always stay"""
     log_interval: float = 10.0
     """seconds between console progress lines"""
 
@@ -142,7 +155,7 @@ def check_common_args(args: Args) -> None:
                  "max_episode_frames", "learning_rate", "log_interval"]:
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    for name in ["noop_max", "checkpoint_every", "threads", "env_threads"]:
+    for name in ["noop_max", "checkpoint_every", "keep_checkpoints", "threads", "env_threads"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
     if not 0.0 <= args.sticky_actions <= 1.0:
@@ -154,6 +167,7 @@ def check_common_args(args: Args) -> None:
     if args.total_timesteps < args.num_envs * args.num_steps:
         raise UsageError(f"--total-timesteps ({args.total_timesteps}) must be at least one rollout, "
                          f"--num-envs x --num-steps ({args.num_envs * args.num_steps}).")
+    atari_game(args.env_id)  # an unknown game fails here, before anything is built
 
 
 def check_args(args: Args) -> None:
@@ -429,40 +443,40 @@ class RolloutBuffer:
         self.rewards, self.dones, self.truncations, self.valid = self.step_data.unbind(1)
 
 
-def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, stats: EpisodeStats,
-                    buf: RolloutBuffer, args: Args, device: torch.device):
-    """Fill `buf` with num_steps steps of every env; returns finished games' (returns, lengths).
+def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, episode_stats: EpisodeStats,
+                    buf: RolloutBuffer, args: Args, device: torch.device) -> list[tuple[float, int]]:
+    """Fill `buf` with num_steps steps of every env; returns the (score, length) of each game that ended.
 
     The only host/device exchange per step is the actions out and one packed copy in.
     """
-    finished_returns, finished_lengths = [], []
+    finished = []
     for t in range(buf.obs.shape[0]):
         buf.obs[t] = frame_stack.obs
         with torch.no_grad():
             action, logprob, value = policy(frame_stack.obs)
         buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
 
-        resetting = stats.ended.copy()  # these envs start a new game on this step
+        resetting = episode_stats.ended.copy()  # these envs start a new game on this step
         # After a lost life, FIRE relaunches play, as baselines' FireResetEnv presses it on each
         # episodic-life reset: that step is the env's, not the agent's, so it stays out of the loss.
-        actions, forced = action.cpu().numpy(), stats.life_lost & args.episodic_life
+        actions, forced = action.cpu().numpy(), episode_stats.life_lost & args.episodic_life
         if forced.any() and envs.fire_action is not None:
             actions = np.where(forced, envs.fire_action, actions)
         else:
             forced[:] = False
         frames, raw_rewards, terminated, truncated, lives = envs.step(actions)
-        valid, life_lost, returns, lengths = stats.update(raw_rewards, terminated, truncated, lives)
-        finished_returns.extend(returns.tolist())
-        finished_lengths.extend(lengths.tolist())
+        valid, life_lost, returns, lengths = episode_stats.update(raw_rewards, terminated, truncated, lives)
+        finished.extend(zip(returns.tolist(), lengths.tolist()))
 
         rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
         dones = terminated | truncated | (life_lost & args.episodic_life)
         cut = truncated & ~terminated & args.time_limit_bootstrap
         host = np.stack([rewards, dones, cut, valid & ~forced]).astype(np.float32)
+        # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t] and buf.valid[t]: they are views of it.
         buf.step_data[t].copy_(torch.from_numpy(host), non_blocking=True)
         frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
                          torch.from_numpy(resetting).to(device, non_blocking=True))
-    return finished_returns, finished_lengths
+    return finished
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,11 +484,11 @@ def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, stats: Epi
 # ---------------------------------------------------------------------------------------------
 
 
-def a2c_loss(logits, values, actions, advantages, returns, valid, value_loss: str, norm_adv: bool,
+def a2c_loss(logits, values, actions, advantages, returns, valid, *, value_loss: str, norm_adv: bool,
              ent_coef: float, vf_coef: float):
     """Policy gradient with the advantage held fixed, plus value regression and an entropy bonus,
     from the agent's outputs on the rollout; steps with valid = 0 do not count. Returns the loss and
-    a (3,) tensor: policy loss, value loss, entropy."""
+    its figures by name: policy_loss, value_loss, entropy."""
     dist = Categorical(logits=logits, validate_args=False)
     count = valid.sum().clamp(min=1.0)
 
@@ -493,7 +507,8 @@ def a2c_loss(logits, values, actions, advantages, returns, valid, value_loss: st
         v_loss = mean((values - returns) ** 2)
     entropy = mean(dist.entropy())
     loss = pg_loss + vf_coef * v_loss - ent_coef * entropy
-    return loss, torch.stack([pg_loss, v_loss, entropy]).detach()
+    figures = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
+    return loss, {name: value.detach() for name, value in figures.items()}
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -550,20 +565,20 @@ def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed:
     frame_stack = FrameStack(num_envs, args.frame_stack, device)
     frames, lives = envs.reset()
     frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
-    stats = EpisodeStats(num_envs, lives)
+    episode_stats = EpisodeStats(num_envs, lives)
     scores: list[float] = []
     played = np.zeros(num_envs, np.int64)
     try:
         while (played < quota).any():
             logits, _ = agent(frame_stack.obs)
             actions = logits.argmax(-1) if args.eval_greedy else Categorical(logits=logits, validate_args=False).sample()
-            resetting = stats.ended.copy()
+            resetting = episode_stats.ended.copy()
             actions = actions.cpu().numpy()
             if args.episodic_life and envs.fire_action is not None:  # as in training: FIRE after a lost life
-                actions = np.where(stats.life_lost, envs.fire_action, actions)
+                actions = np.where(episode_stats.life_lost, envs.fire_action, actions)
             frames, raw_rewards, terminated, truncated, lives = envs.step(actions)
-            _, _, returns, _ = stats.update(raw_rewards, terminated, truncated, lives)
-            for i, score in zip(np.flatnonzero(stats.ended), returns):
+            _, _, returns, _ = episode_stats.update(raw_rewards, terminated, truncated, lives)
+            for i, score in zip(np.flatnonzero(episode_stats.ended), returns):
                 if played[i] < quota[i]:
                     scores.append(float(score))
                 played[i] += 1
@@ -574,23 +589,59 @@ def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: written to a temporary file and renamed, loadable with weights_only=True.
+# Checkpoints: each written once, atomically; loadable with weights_only=True.
 # ---------------------------------------------------------------------------------------------
 
 
+class CheckpointError(Exception):
+    """A checkpoint could not be written (disk full, permissions); every older one is still intact."""
+
+
+def first_line(e: Exception) -> str:
+    """An exception's message in one short line, for a one-sentence error."""
+    return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary file renamed into place: `path` is either the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except Exception as e:  # disk full or no permission: RuntimeError from torch.save, or OSError
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write the checkpoint {str(path)!r} ({first_line(e)}).") from None
 
 
-def write_checkpoints(run_dir: Path, state: dict) -> Path:
-    """checkpoints/iter_<NNNNNN>.pt plus checkpoints/latest.pt, each written atomically."""
+def point_latest_at(path: Path) -> None:
+    """Make latest.pt beside `path` the same file, without writing it again: a hard link renamed into
+    place (atomic), or a copy where the filesystem has no hard links."""
+    latest = path.with_name("latest.pt")
+    tmp = path.with_name("latest.pt.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, latest)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not point {str(latest)!r} at {path.name} ({first_line(e)}).") from None
+
+
+def write_checkpoint(run_dir: Path, state: dict, keep: int = 0) -> Path:
+    """checkpoints/iter_<NNNNNN>.pt, then latest.pt pointed at it; with keep > 0, only the newest
+    `keep` iter_ files stay (latest.pt keeps its own link to the newest)."""
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"iter_{state['iteration']:06d}.pt"
     save_checkpoint(path, state)
-    save_checkpoint(folder / "latest.pt", state)
+    point_latest_at(path)
+    if keep > 0:
+        periodic = sorted(folder.glob("iter_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+        for old in periodic[:-keep]:
+            old.unlink(missing_ok=True)
     return path
 
 
@@ -604,8 +655,7 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, empty, foreign, or a pickle that would run code
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise UsageError(f"{str(path)!r} is not a loadable checkpoint ({reason}).") from None
+        raise UsageError(f"{str(path)!r} is not a loadable checkpoint ({first_line(e)}).") from None
     if not isinstance(state, dict) or not {"script", "args", "model", "iteration"} <= state.keys():
         raise UsageError(f"{str(path)!r} is not a checkpoint written by these scripts.")
     state["path"] = str(path)
@@ -639,13 +689,9 @@ def check_resume(state: dict, args: Args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training
+# The run around the learning code: its folder, seeds, and the end of every iteration (logging,
+# progress, evaluation and checkpoints when due, signals). The same text in every script.
 # ---------------------------------------------------------------------------------------------
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def prepare_run(args: Args) -> tuple[Optional[dict], Path]:
@@ -664,6 +710,14 @@ def prepare_run(args: Args) -> tuple[Optional[dict], Path]:
     return resume, run_dir
 
 
+def seed_everything(args: Args) -> None:
+    """Seeds in CleanRL's order; a resumed run then restores its RNG state from the checkpoint."""
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+
 def keep_freed_memory() -> None:
     """Let glibc reuse freed blocks of up to 32 MiB instead of handing them back to the OS.
 
@@ -677,18 +731,6 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
     libc.mallopt(m_trim_threshold, 1 << 30)
-
-
-def seed_everything(args: Args) -> torch.device:
-    """Seeds (CleanRL's order), thread count and device; a resumed run then restores its RNG state."""
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    keep_freed_memory()
-    return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
 
 
 def open_writer(run_dir: Path, args: Args, resume: Optional[dict]) -> SummaryWriter:
@@ -721,6 +763,11 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
 
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def progress_line(global_step: int, total: int, sps: float, elapsed: float, recent_returns: list) -> str:
     eta = (total - global_step) / max(sps, 1e-9)
     mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
@@ -728,12 +775,110 @@ def progress_line(global_step: int, total: int, sps: float, elapsed: float, rece
             f"ETA {format_duration(eta)} | return {mean_return} (last {len(recent_returns)} games)")
 
 
+def evaluation_due(global_step: int, batch_size: int, eval_every: int) -> bool:
+    """True once per `eval_every` agent steps: at the first iteration that reaches each multiple."""
+    return eval_every > 0 and global_step // eval_every > (global_step - batch_size) // eval_every
+
+
+class RunLog:
+    """What every script does at the end of an iteration, in one place: finished games and figures
+    to TensorBoard, a progress line every --log-interval seconds, an evaluation and a checkpoint
+    when due, a stop after SIGINT/SIGTERM; then the final checkpoint and train()'s figures.
+
+    `with RunLog(...) as run:` opens the writer and catches the signals for the loop's duration.
+    `evaluate(global_step)` returns whole-game scores; None where the script does not evaluate.
+    """
+
+    def __init__(self, args: Args, run_dir: Path, resume: Optional[dict], agent: nn.Module,
+                 optimizer: torch.optim.Optimizer, num_actions: int, evaluate=None):
+        self.args, self.run_dir, self.resume, self.evaluate = args, run_dir, resume, evaluate
+        self.agent, self.optimizer, self.num_actions = agent, optimizer, num_actions
+        self.batch_size = args.num_envs * args.num_steps
+        self.num_iterations = args.total_timesteps // self.batch_size
+        self.first_iteration = 1 if resume is None else resume["iteration"] + 1
+        self.start_step = 0 if resume is None else resume["global_step"]
+        self.recent_returns: list[float] = []  # the last 100 games' scores
+        self.episodes, self.checkpoint, self.stop = 0, None, StopOnSignal()
+
+    def __enter__(self) -> "RunLog":
+        self.writer = open_writer(self.run_dir, self.args, self.resume)
+        self.stop.__enter__()
+        self.start_time = self.last_print = time.time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.__exit__(*exc)
+        self.writer.close()
+
+    def sps(self, global_step: int) -> float:
+        return (global_step - self.start_step) / max(time.time() - self.start_time, 1e-9)
+
+    def state(self, iteration: int, global_step: int) -> dict:
+        """Everything a resume or a playback needs."""
+        return {"script": SCRIPT, "args": dataclasses.asdict(self.args), "iteration": iteration,
+                "global_step": global_step, "num_actions": self.num_actions, "model": self.agent.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": rng_state()}
+
+    def end_iteration(self, iteration: int, global_step: int, games: list[tuple[float, int]],
+                      learning_rate: float, losses: dict[str, float]) -> bool:
+        """Log, print, evaluate and checkpoint as due; True when a signal asks the run to stop."""
+        for score, length in games:
+            self.writer.add_scalar("charts/episodic_return", score, global_step)
+            self.writer.add_scalar("charts/episodic_length", length, global_step)
+        self.episodes += len(games)
+        self.recent_returns = (self.recent_returns + [score for score, _ in games])[-100:]
+        self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
+        for name, value in losses.items():
+            self.writer.add_scalar(f"losses/{name}", value, global_step)
+        sps = self.sps(global_step)
+        self.writer.add_scalar("charts/SPS", sps, global_step)
+        if time.time() - self.last_print >= self.args.log_interval or iteration == self.num_iterations:
+            self.last_print = time.time()
+            print(progress_line(global_step, self.args.total_timesteps, sps, self.last_print - self.start_time,
+                                self.recent_returns), flush=True)
+
+        if self.evaluate is not None and evaluation_due(global_step, self.batch_size, self.args.eval_every):
+            scores = self.evaluate(global_step)
+            self.writer.add_scalar("eval/return_mean", scores.mean(), global_step)
+            self.writer.add_scalar("eval/return_std", scores.std(), global_step)
+            print(f"eval at step {global_step:,}: {scores.mean():.1f} +- {scores.std():.1f} "
+                  f"over {len(scores)} games", flush=True)
+
+        if self.stop.signal is not None:
+            print(f"signal {self.stop.signal} received: saving a checkpoint and stopping", flush=True)
+            return True
+        every = self.args.checkpoint_every
+        if every and iteration % every == 0 and iteration != self.num_iterations:  # the last one is finish()'s
+            self.checkpoint = write_checkpoint(self.run_dir, self.state(iteration, global_step),
+                                               self.args.keep_checkpoints)
+        return False
+
+    def finish(self, iteration: int, global_step: int) -> dict:
+        """Write the final checkpoint (none if no iteration ran) and return train()'s figures."""
+        if iteration >= self.first_iteration:
+            self.checkpoint = write_checkpoint(self.run_dir, self.state(iteration, global_step))
+        elapsed = time.time() - self.start_time
+        return {"global_step": global_step, "iteration": iteration, "episodes": self.episodes,
+                "sps": self.sps(global_step), "elapsed": elapsed,
+                "mean_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
+                "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "interrupted": self.stop.signal is not None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
 def train(args: Args) -> dict:
     check_args(args)
-    atari_game(args.env_id)
     backend = resolve_backend(args.env_backend)
     resume, run_dir = prepare_run(args)
-    device = seed_everything(args)
+    seed_everything(args)
+    keep_freed_memory()  # CPU updates reuse freed activations instead of page-faulting them back in
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
 
@@ -761,94 +906,51 @@ def train(args: Args) -> dict:
         inductor_config.fallback_random = True  # sample actions from the eager RNG stream
         policy, gae_fn, loss_fn = torch.compile(policy), torch.compile(gae_fn), torch.compile(loss_fn)
 
-    writer = open_writer(run_dir, args, resume)
     buf = RolloutBuffer(args.num_steps, args.num_envs, args.frame_stack, device)
     frame_stack = FrameStack(args.num_envs, args.frame_stack, device)
     frames, lives = envs.reset()
     frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(args.num_envs, dtype=torch.bool, device=device))
-    stats = EpisodeStats(args.num_envs, lives)
+    episode_stats = EpisodeStats(args.num_envs, lives)
 
-    def checkpoint_state(iteration: int) -> dict:
-        return {"script": SCRIPT, "args": dataclasses.asdict(args), "iteration": iteration,
-                "global_step": global_step, "num_actions": envs.num_actions,
-                "model": agent.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state()}
+    def evaluate_agent(global_step: int) -> np.ndarray:
+        return evaluate(agent, args, backend, device, seed=args.seed + 100_000 + global_step)
 
-    recent_returns: list[float] = []
-    episodes, iteration, last_checkpoint = 0, start_iteration - 1, None
-    start_time = last_log = time.time()
-    start_step = global_step
-    with StopOnSignal() as stop:
-        try:
-            for iteration in range(start_iteration, num_iterations + 1):
-                lr = learning_rate_at(global_step, args)
-                optimizer.param_groups[0]["lr"] = lr
+    iteration = start_iteration - 1
+    with closing(envs), RunLog(args, run_dir, resume, agent, optimizer, envs.num_actions, evaluate_agent) as run:
+        for iteration in range(start_iteration, num_iterations + 1):
+            lr = learning_rate_at(global_step, args)
+            optimizer.param_groups[0]["lr"] = lr
 
-                agent.eval()
-                returns_done, lengths_done = collect_rollout(policy, envs, frame_stack, stats, buf, args, device)
-                global_step += batch_size
-                with torch.no_grad():
-                    last_value = agent(frame_stack.obs)[1]
-                    rewards = buf.rewards
-                    if args.time_limit_bootstrap:
-                        rewards = bootstrap_truncations(rewards, buf.values, last_value, buf.truncations, args.gamma)
-                    advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
+            games = collect_rollout(policy, envs, frame_stack, episode_stats, buf, args, device)
+            global_step += batch_size
+            with torch.no_grad():
+                last_value = agent(frame_stack.obs)[1]
+                rewards = buf.rewards
+                if args.time_limit_bootstrap:
+                    rewards = bootstrap_truncations(rewards, buf.values, last_value, buf.truncations, args.gamma)
+                advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
 
-                agent.train()
-                logits, values = agent(buf.obs.flatten(0, 1))
-                loss, figures = loss_fn(logits, values, buf.actions.flatten(), advantages.flatten(), returns.flatten(),
-                                        buf.valid.flatten(), args.value_loss, args.norm_adv, args.ent_coef, args.vf_coef)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
+            logits, values = agent(buf.obs.flatten(0, 1))
+            loss, losses = loss_fn(logits, values, buf.actions.flatten(), advantages.flatten(), returns.flatten(),
+                                   buf.valid.flatten(), value_loss=args.value_loss, norm_adv=args.norm_adv,
+                                   ent_coef=args.ent_coef, vf_coef=args.vf_coef)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            optimizer.step()
+            losses = {name: value.item() for name, value in losses.items()}
+            losses["explained_variance"] = explained_variance(buf.values, returns, buf.valid)
 
-                # Logging: figures are read once per update, never inside the rollout.
-                for r, l in zip(returns_done, lengths_done):
-                    writer.add_scalar("charts/episodic_return", r, global_step)
-                    writer.add_scalar("charts/episodic_length", l, global_step)
-                episodes += len(returns_done)
-                recent_returns = (recent_returns + returns_done)[-100:]
-                sps = (global_step - start_step) / (time.time() - start_time)
-                writer.add_scalar("charts/learning_rate", lr, global_step)
-                for tag, value in zip(["policy_loss", "value_loss", "entropy"], figures.tolist()):
-                    writer.add_scalar(f"losses/{tag}", value, global_step)
-                writer.add_scalar("losses/explained_variance", explained_variance(buf.values, returns, buf.valid), global_step)
-                writer.add_scalar("charts/SPS", sps, global_step)
-                if args.eval_every and global_step // args.eval_every > (global_step - batch_size) // args.eval_every:
-                    agent.eval()
-                    scores = evaluate(agent, args, backend, device, seed=args.seed + 100_000 + global_step)
-                    writer.add_scalar("eval/return_mean", scores.mean(), global_step)
-                    writer.add_scalar("eval/return_std", scores.std(), global_step)
-                    print(f"eval at step {global_step:,}: {scores.mean():.1f} +- {scores.std():.1f} "
-                          f"over {len(scores)} games", flush=True)
-                if time.time() - last_log >= args.log_interval or iteration == num_iterations:
-                    last_log = time.time()
-                    print(progress_line(global_step, args.total_timesteps, sps, last_log - start_time, recent_returns), flush=True)
-
-                if stop.signal is not None:
-                    print(f"signal {stop.signal} received: saving a checkpoint and stopping", flush=True)
-                    break
-                if args.checkpoint_every and iteration % args.checkpoint_every == 0 and iteration != num_iterations:
-                    last_checkpoint = write_checkpoints(run_dir, checkpoint_state(iteration))
-            if iteration >= start_iteration:
-                last_checkpoint = write_checkpoints(run_dir, checkpoint_state(iteration))
-        finally:
-            writer.close()
-            envs.close()
-
-    elapsed = time.time() - start_time
-    return {"global_step": global_step, "iteration": iteration, "episodes": episodes,
-            "sps": (global_step - start_step) / max(elapsed, 1e-9), "elapsed": elapsed,
-            "mean_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
-            "run_dir": str(run_dir), "checkpoint": str(last_checkpoint) if last_checkpoint else None,
-            "interrupted": stop.signal is not None}
+            if run.end_iteration(iteration, global_step, games, lr, losses):
+                break
+        return run.finish(iteration, global_step)
 
 
 def main() -> None:
     args = tyro.cli(Args)
     try:
         train(args)
-    except UsageError as e:
+    except (UsageError, CheckpointError) as e:
         sys.exit(f"error: {e}")
 
 

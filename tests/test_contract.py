@@ -1,6 +1,7 @@
 """The script contract, checked on every training script: import without side effects, --help,
 bad input as one sentence, runs/<run_name>/ layout, checkpoints, resume, seeding, signals."""
 
+import ast
 import dataclasses
 import json
 import os
@@ -35,13 +36,24 @@ def test_import_has_no_side_effects(script, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def field_docstrings(script):
+    """{field: the docstring under it} from the source of the script's Args."""
+    cls = next(n for n in ast.parse((ROOT / f"{script.SCRIPT}.py").read_text()).body
+               if isinstance(n, ast.ClassDef) and n.name == "Args")
+    return {node.target.id: " ".join(doc.value.value.split()) for node, doc in zip(cls.body, cls.body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(doc, ast.Expr)}
+
+
 def test_help_documents_every_flag(script, tmp_path):
-    proc = run_cli(script.SCRIPT, "--help", cwd=tmp_path)
+    proc = subprocess.run([sys.executable, str(ROOT / f"{script.SCRIPT}.py"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
     assert proc.returncode == 0
-    help_text = " ".join(proc.stdout.split())
-    for f in dataclasses.fields(script.Args):
-        assert f"--{f.name.replace('_', '-')}" in help_text, f.name
-    assert "surrogate clipping coefficient" in help_text or script.SCRIPT != "ppo_atari"
+    help_text = " ".join(proc.stdout.replace("│", " ").split())
+    docs = field_docstrings(script)
+    assert docs.keys() == {f.name for f in dataclasses.fields(script.Args)}  # every field has a docstring
+    for name, doc in docs.items():
+        assert f"--{name.replace('_', '-')}" in help_text, name
+        assert doc in help_text, (name, doc)
 
 
 BAD_FLAGS = [
@@ -51,6 +63,7 @@ BAD_FLAGS = [
     (["--total-timesteps", "0"], "--total-timesteps must be positive"),
     (["--gamma", "1.5"], "--gamma must lie in"),
     (["--sticky-actions", "2"], "--sticky-actions must lie in"),
+    (["--keep-checkpoints", "-1"], "--keep-checkpoints must not be negative"),
     (["--resume", "does/not/exist.pt"], "does not exist"),
 ]
 
@@ -150,26 +163,58 @@ def make_checkpoint(script, tmp_path, run_name="src", **overrides):
     return tmp_path / "runs" / run_name / "checkpoints" / "latest.pt"
 
 
-def test_resume_refuses_bad_checkpoints_with_one_sentence_and_overwrites_nothing(script, tmp_path):
-    ckpt = make_checkpoint(script, tmp_path)
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """One finished one-iteration run per script, made once for the tests that only read it."""
+    made = {}
+
+    def get(script):
+        if script.SCRIPT not in made:
+            made[script.SCRIPT] = make_checkpoint(script, tmp_path_factory.mktemp(script.SCRIPT))
+        return made[script.SCRIPT]
+    return get
+
+
+def corrupt(ckpt, path):
+    path.write_bytes(ckpt.read_bytes()[:1000])
+
+
+def empty(ckpt, path):
+    path.write_bytes(b"")
+
+
+def foreign(ckpt, path):
+    torch.save({**torch.load(ckpt, weights_only=True), "script": "some_other_script"}, path)
+
+
+def not_ours(ckpt, path):
+    torch.save({"weights": torch.zeros(3)}, path)
+
+
+@pytest.mark.parametrize("make_bad,message", [
+    (corrupt, "not a loadable checkpoint"), (empty, "not a loadable checkpoint"),
+    (foreign, "written by some_other_script.py"), (not_ours, "not a checkpoint written by these scripts")])
+def test_resume_refuses_a_bad_checkpoint_with_one_sentence(script, tmp_path, checkpoints, make_bad, message):
+    bad = tmp_path / "bad.pt"
+    make_bad(checkpoints(script), bad)
+    proc = run_cli(script.SCRIPT, "--resume", str(bad), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert message in one_sentence_error(proc)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_game(script, tmp_path, checkpoints):
+    ckpt = checkpoints(script)
     before = {p: p.read_bytes() for p in ckpt.parent.iterdir()}
-    corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(ckpt.read_bytes()[:1000])
-    empty = tmp_path / "empty.pt"
-    empty.write_bytes(b"")
-    foreign = tmp_path / "foreign.pt"
-    state = torch.load(ckpt, weights_only=True)
-    torch.save({**state, "script": "some_other_script"}, foreign)
-    not_ours = tmp_path / "not_ours.pt"
-    torch.save({"weights": torch.zeros(3)}, not_ours)
-    cases = [(corrupt, "not a loadable checkpoint"), (empty, "not a loadable checkpoint"),
-             (foreign, "written by some_other_script.py"), (not_ours, "not a checkpoint written by these scripts")]
-    for path, message in cases:
-        proc = run_cli(script.SCRIPT, "--resume", str(path), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
-        assert message in one_sentence_error(proc), path
     proc = run_cli(script.SCRIPT, "--resume", str(ckpt), "--env-id", "Pong-v5", cwd=tmp_path)
     assert "is a checkpoint for Breakout-v5, not Pong-v5" in one_sentence_error(proc)
-    proc = run_cli(script.SCRIPT, "--run-name", "src", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert {p: p.read_bytes() for p in ckpt.parent.iterdir()} == before
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_checkpoints(script, tmp_path, checkpoints):
+    ckpt = checkpoints(script)
+    runs_dir, run_name = ckpt.parent.parent.parent, ckpt.parent.parent.name
+    before = {p: p.read_bytes() for p in ckpt.parent.iterdir()}
+    proc = run_cli(script.SCRIPT, "--run-name", run_name, "--runs-dir", str(runs_dir), cwd=tmp_path)
     assert "already holds checkpoints" in one_sentence_error(proc)
     assert {p: p.read_bytes() for p in ckpt.parent.iterdir()} == before
 

@@ -69,7 +69,7 @@ def test_transitions_straddling_a_reset_do_not_enter_the_loss(backend):
     def loss_and_grads(actions, logprobs, values, advantages, returns):
         agent.zero_grad()
         loss, _ = P.ppo_loss(agent, obs, actions, logprobs, advantages.flatten(), returns.flatten(),
-                             values, mask, 0.1, True, True, 0.01, 0.5)
+                             values, mask, clip_coef=0.1, clip_vloss=True, norm_adv=True, ent_coef=0.01, vf_coef=0.5)
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in agent.parameters()]
 
@@ -129,11 +129,11 @@ def test_loss_at_the_collecting_policy_has_no_kl_and_no_clipping():
     obs, action, logprob, value = minibatch(agent)
     adv = torch.randn(32)
     _, figures = P.ppo_loss(agent, obs, action, logprob, adv, value + adv, value, torch.ones(32),
-                            0.1, True, True, 0.01, 0.5)
-    pg_loss, v_loss, entropy, approx_kl, clipfrac = figures.tolist()
-    assert abs(approx_kl) < 1e-6 and clipfrac == 0.0
-    assert abs(pg_loss) < 1e-5  # -mean(normalised advantage) at ratio 1
-    assert entropy == pytest.approx(np.log(4), abs=1e-3)  # near-uniform initial policy
+                            clip_coef=0.1, clip_vloss=True, norm_adv=True, ent_coef=0.01, vf_coef=0.5)
+    assert figures.keys() == {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"}
+    assert abs(figures["approx_kl"].item()) < 1e-6 and figures["clipfrac"].item() == 0.0
+    assert abs(figures["policy_loss"].item()) < 1e-5  # -mean(normalised advantage) at ratio 1
+    assert figures["entropy"].item() == pytest.approx(np.log(4), abs=1e-3)  # near-uniform initial policy
 
 
 def test_ratio_beyond_the_clip_gets_no_policy_gradient():
@@ -143,15 +143,14 @@ def test_ratio_beyond_the_clip_gets_no_policy_gradient():
     positive = torch.ones(32)
     # old policy much less likely to take these actions: ratio e^1 > 1 + clip, advantage > 0
     agent.zero_grad()
-    loss, figures = P.ppo_loss(agent, obs, action, logprob - 1.0, positive, value, value, torch.ones(32),
-                               0.1, False, False, 0.0, 0.0)
+    no_extras = dict(clip_coef=0.1, clip_vloss=False, norm_adv=False, ent_coef=0.0, vf_coef=0.0)
+    loss, figures = P.ppo_loss(agent, obs, action, logprob - 1.0, positive, value, value, torch.ones(32), **no_extras)
     loss.backward()
-    assert figures[4].item() == 1.0  # every sample clipped
+    assert figures["clipfrac"].item() == 1.0  # every sample clipped
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in agent.parameters())
     # inside the clip range the same advantage does move the policy
     agent.zero_grad()
-    loss, _ = P.ppo_loss(agent, obs, action, logprob, positive, value, value, torch.ones(32),
-                         0.1, False, False, 0.0, 0.0)
+    loss, _ = P.ppo_loss(agent, obs, action, logprob, positive, value, value, torch.ones(32), **no_extras)
     loss.backward()
     assert agent.actor.weight.grad.abs().max() > 0
 
@@ -162,12 +161,13 @@ def test_clipped_value_loss_takes_the_larger_of_the_two_errors():
     obs, action, logprob, value = minibatch(agent)
     returns = value + 1.0
     old_values = value - 0.5  # new values sit outside old +- clip: clipped prediction is worse
+    settings = dict(clip_coef=0.1, norm_adv=False, ent_coef=0.0, vf_coef=0.5)
     _, unclipped = P.ppo_loss(agent, obs, action, logprob, torch.zeros(32), returns, old_values,
-                              torch.ones(32), 0.1, False, False, 0.0, 0.5)
+                              torch.ones(32), clip_vloss=False, **settings)
     _, clipped = P.ppo_loss(agent, obs, action, logprob, torch.zeros(32), returns, old_values,
-                            torch.ones(32), 0.1, True, False, 0.0, 0.5)
-    assert unclipped[1].item() == pytest.approx(0.5, rel=1e-4)  # 0.5 * 1^2
-    assert clipped[1].item() == pytest.approx(0.5 * 1.4 ** 2, rel=1e-4)  # (old + 0.1) is 1.4 short
+                            torch.ones(32), clip_vloss=True, **settings)
+    assert unclipped["value_loss"].item() == pytest.approx(0.5, rel=1e-4)  # 0.5 * 1^2
+    assert clipped["value_loss"].item() == pytest.approx(0.5 * 1.4 ** 2, rel=1e-4)  # (old + 0.1) is 1.4 short
 
 
 def test_target_kl_stops_the_update_after_the_offending_minibatch():
@@ -176,8 +176,8 @@ def test_target_kl_stops_the_update_after_the_offending_minibatch():
         agent = P.Agent(4).to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(agent.parameters(), lr=1e-2, eps=1e-5)
         obs, action, logprob, value = minibatch(agent, n=64)
-        batch = {"frames": obs.permute(0, 2, 3, 1).contiguous(), "actions": action, "logprobs": logprob,
-                 "advantages": torch.randn(64), "returns": value, "values": value, "valid": torch.ones(64)}
+        batch = {"frames": obs.permute(0, 2, 3, 1).contiguous(), "actions": action, "old_logprobs": logprob,
+                 "advantages": torch.randn(64), "returns": value, "old_values": value, "valid": torch.ones(64)}
         args = P.Args(update_epochs=4, num_minibatches=4, target_kl=target_kl)
         P.ppo_update(agent, opt, P.ppo_loss, batch, args, 16)
         return int(opt.state[agent.actor.weight]["step"])
