@@ -1,9 +1,10 @@
 """A2C for Atari: synchronous advantage actor-critic (Mnih et al. 2016) with the standard Atari protocol.
 
-One file, read top to bottom: Args and their checks, environments, episode statistics, frame
-stack, network, returns and advantages, the rollout, the A2C loss with TensorFlow-style RMSprop and
-the learning-rate schedule, evaluation, checkpoints, the end of every iteration (logging, progress,
-evaluation and checkpoints when due, signals), then `train(args)`.
+One file, read top to bottom: Args and their checks, environments, episode statistics, frame stack,
+network, returns and advantages, the rollout, the A2C loss with TensorFlow-style RMSprop and the
+learning-rate schedule, evaluation on whole games and its videos, checkpoints, the run around the
+learning code (TensorBoard and W&B, progress, evaluation and checkpoints when due, signals), then
+`train(args)`.
 
     python a2c_atari.py --env-id Breakout-v5 --num-envs 16
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 import random
@@ -102,6 +104,22 @@ class Args:
     time_limit_bootstrap: bool = False
     """on truncation by the frame cap, bootstrap from the value of the final observation"""
 
+    # --- evaluation and tracking (common to every script) ---
+    eval_every: int = 500_000
+    """agent steps between evaluations on separate games (0: never); one more runs at the end"""
+    eval_episodes: int = 10
+    """whole games per evaluation (no episodic life; the raw game score)"""
+    eval_greedy: bool = False
+    """evaluate with the most likely action instead of sampling"""
+    capture_video: bool = False
+    """record each evaluation's first game in colour to runs/<run>/videos/eval_<step>.mp4"""
+    track: bool = False
+    """mirror the TensorBoard scalars and the evaluation videos to Weights & Biases (needs wandb)"""
+    wandb_project_name: str = "single-file-atari"
+    """W&B project of the run"""
+    wandb_entity: Optional[str] = None
+    """W&B team or user of the run (default: yours)"""
+
     # --- algorithm ---
     total_timesteps: int = 10_000_000
     """total agent steps over all envs (one step = frame_skip frames)"""
@@ -135,12 +153,6 @@ class Args:
     """epsilon of RMSprop (inside the square root) or Adam"""
     max_grad_norm: float = 0.5
     """global gradient norm clip"""
-    eval_every: int = 500_000
-    """agent steps between evaluations on separate games (0: never)"""
-    eval_episodes: int = 10
-    """whole games per evaluation (no episodic life; the raw game score)"""
-    eval_greedy: bool = False
-    """evaluate with the most likely action instead of sampling"""
     checkpoint_every: int = 10_000
     """save a checkpoint every this many updates (0: only at the end and on SIGINT/SIGTERM)"""
 
@@ -168,17 +180,24 @@ def check_common_args(args: Args) -> None:
         raise UsageError(f"--total-timesteps ({args.total_timesteps}) must be at least one rollout, "
                          f"--num-envs x --num-steps ({args.num_envs * args.num_steps}).")
     atari_game(args.env_id)  # an unknown game fails here, before anything is built
+    if args.eval_every < 0:
+        raise UsageError(f"--eval-every must not be negative, got {args.eval_every}.")
+    if args.eval_every > 0 and args.eval_episodes <= 0:
+        raise UsageError(f"--eval-episodes must be positive when evaluating, got {args.eval_episodes}.")
+    if args.capture_video and args.eval_every == 0:
+        raise UsageError("--capture-video records evaluation games, so it needs --eval-every above 0.")
+    for flag, package in [("capture_video", "imageio-ffmpeg"), ("track", "wandb")]:
+        if getattr(args, flag) and importlib.util.find_spec(package.replace("-", "_")) is None:
+            raise UsageError(f"--{flag.replace('_', '-')} needs {package}: pip install {package}.")
 
 
 def check_args(args: Args) -> None:
     check_common_args(args)
-    for name in ["ent_coef", "vf_coef", "max_grad_norm", "lr_final", "decay_steps", "eval_every", "optimizer_eps"]:
+    for name in ["ent_coef", "vf_coef", "max_grad_norm", "lr_final", "decay_steps", "optimizer_eps"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
     if not 0.0 < args.rmsprop_alpha < 1.0:
         raise UsageError(f"--rmsprop-alpha must lie in (0, 1), got {args.rmsprop_alpha}.")
-    if args.eval_every > 0 and args.eval_episodes <= 0:
-        raise UsageError(f"--eval-episodes must be positive when evaluating, got {args.eval_episodes}.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,8 +219,6 @@ def atari_game(env_id: str) -> str:
 
 def resolve_backend(backend: str) -> str:
     """'auto' means envpool where it imports (it has no wheel on some platforms), else ale-py."""
-    import importlib.util
-
     has_envpool = importlib.util.find_spec("envpool") is not None
     if backend == "auto":
         return "envpool" if has_envpool else "ale"
@@ -280,11 +297,11 @@ class AtariEnvs:
         self.envs.close()
 
 
-def make_envs(args: Args, backend: str, seed: int, num_envs: int) -> AtariEnvs:
+def make_envs(args: Args, backend: str, seed: int, num_envs: int, full_frames: bool = False) -> AtariEnvs:
     return AtariEnvs(atari_game(args.env_id), backend, num_envs, seed, frame_skip=args.frame_skip,
                      noop_max=args.noop_max, sticky_actions=args.sticky_actions,
-                     full_action_space=args.full_action_space,
-                     max_episode_frames=args.max_episode_frames, num_threads=args.env_threads)
+                     full_action_space=args.full_action_space, max_episode_frames=args.max_episode_frames,
+                     num_threads=args.env_threads, full_frames=full_frames)
 
 
 class EpisodeStats:
@@ -550,18 +567,23 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation: whole games on separate envs, raw scores, as rlib's validation envs
+# Evaluation: whole games on separate envs, raw scores, as rlib's validation envs; videos of them
 # ---------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed: int) -> np.ndarray:
+def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed: int,
+             video: Optional[Path] = None) -> np.ndarray:
     """Scores of --eval-episodes whole games. Each env plays a fixed quota of games, so short games
-    are not over-represented by parallel play."""
+    are not over-represented by parallel play. Actions are sampled from a generator of their own,
+    so an evaluation leaves training's random stream, and so its result, untouched. With `video`,
+    env 0's first game is also written there in full colour."""
     num_envs = min(args.eval_episodes, args.num_envs)
     quota = np.full(num_envs, args.eval_episodes // num_envs)
     quota[: args.eval_episodes % num_envs] += 1
+    generator = torch.Generator(device).manual_seed(seed)
     envs = make_envs(args, backend, seed, num_envs)
+    recorder = GameRecorder(args, backend, seed, video) if video is not None else None
     frame_stack = FrameStack(num_envs, args.frame_stack, device)
     frames, lives = envs.reset()
     frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
@@ -571,13 +593,18 @@ def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed:
     try:
         while (played < quota).any():
             logits, _ = agent(frame_stack.obs)
-            actions = logits.argmax(-1) if args.eval_greedy else Categorical(logits=logits, validate_args=False).sample()
+            if args.eval_greedy:
+                actions = logits.argmax(-1)
+            else:
+                actions = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
             resetting = episode_stats.ended.copy()
             actions = actions.cpu().numpy()
             if args.episodic_life and envs.fire_action is not None:  # as in training: FIRE after a lost life
                 actions = np.where(episode_stats.life_lost, envs.fire_action, actions)
             frames, raw_rewards, terminated, truncated, lives = envs.step(actions)
             _, _, returns, _ = episode_stats.update(raw_rewards, terminated, truncated, lives)
+            if recorder is not None:
+                recorder.step(actions, game_over=episode_stats.ended[0])
             for i, score in zip(np.flatnonzero(episode_stats.ended), returns):
                 if played[i] < quota[i]:
                     scores.append(float(score))
@@ -585,7 +612,57 @@ def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed:
             frame_stack.push(torch.from_numpy(frames).to(device), torch.from_numpy(resetting).to(device))
     finally:
         envs.close()
+        if recorder is not None:
+            recorder.close()
     return np.array(scores)
+
+
+def warn(message: str) -> None:
+    """One line on stderr for what goes wrong without stopping the run (a video, W&B)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def write_video(path: Path, frames: list, fps: float) -> Optional[Path]:
+    """An H.264 MP4 through the ffmpeg binary that imageio-ffmpeg ships, so no system ffmpeg is
+    needed; a failing encoder is one warning line and no file (None), never a stopped run."""
+    tmp = path.with_name(path.stem + ".tmp.mp4")
+    try:
+        import imageio_ffmpeg
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        height, width = frames[0].shape[:2]
+        writer = imageio_ffmpeg.write_frames(str(tmp), (width, height), fps=fps, codec="libx264",
+                                             macro_block_size=1, ffmpeg_log_level="error")
+        writer.send(None)  # start the encoder
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        os.replace(tmp, path)
+        return path
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        warn(f"could not write the video {str(path)!r} ({first_line(e)}); going on without it.")
+        return None
+
+
+class GameRecorder:
+    """Env 0's first game of an evaluation in full colour, at the game's real rate: a one-env twin
+    emulator with env 0's seed, given env 0's actions, replays that game exactly (tested on both
+    backends), so the network's input stays 84x84 grayscale."""
+
+    def __init__(self, args: Args, backend: str, seed: int, path: Path):
+        self.envs = make_envs(args, backend, seed, 1, full_frames=True)
+        self.path, self.fps = path, 60.0 / args.frame_skip  # one frame per agent step at the emulator's 60 Hz
+        self.frames, self.recording = [self.envs.reset()[0][0]], True
+
+    def step(self, actions: np.ndarray, game_over: bool) -> None:
+        if self.recording:
+            self.frames.append(self.envs.step(actions[:1])[0][0])
+            self.recording = not game_over
+
+    def close(self) -> Optional[Path]:
+        self.envs.close()
+        return write_video(self.path, self.frames, self.fps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -780,17 +857,51 @@ def evaluation_due(global_step: int, batch_size: int, eval_every: int) -> bool:
     return eval_every > 0 and global_step // eval_every > (global_step - batch_size) // eval_every
 
 
+class Tracking:
+    """Weights & Biases as CleanRL's --track: the W&B run mirrors the TensorBoard scalars
+    (sync_tensorboard), holds the run's args as its config and gets the evaluation videos; a resumed
+    run continues the same W&B run. Any W&B failure is one warning line: training goes on."""
+
+    def __init__(self, args: Args, run_dir: Path, resume: Optional[dict]):
+        self.run = None
+        try:
+            import wandb  # only with --track
+
+            self.wandb = wandb
+            run_id = (resume or {}).get("wandb_id")  # None: W&B picks one, which the checkpoints keep
+            self.run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_dir.name,
+                                  id=run_id, resume="allow", config=dataclasses.asdict(args),
+                                  sync_tensorboard=True, dir=str(run_dir))
+        except Exception as e:
+            warn(f"W&B tracking could not start ({first_line(e)}); going on with TensorBoard alone.")
+
+    def log_video(self, path: Path) -> None:
+        try:
+            if self.run is not None:
+                self.run.log({"eval/video": self.wandb.Video(str(path), format="mp4")}, commit=False)
+        except Exception as e:
+            warn(f"W&B could not take the video {str(path)!r} ({first_line(e)}).")
+
+    def finish(self) -> None:
+        try:
+            if self.run is not None:
+                self.run.finish()
+        except Exception as e:
+            warn(f"W&B could not finish the run ({first_line(e)}).")
+
+
 class RunLog:
     """What every script does at the end of an iteration, in one place: finished games and figures
-    to TensorBoard, a progress line every --log-interval seconds, an evaluation and a checkpoint
-    when due, a stop after SIGINT/SIGTERM; then the final checkpoint and train()'s figures.
+    to TensorBoard (and W&B with --track), a progress line every --log-interval seconds, an
+    evaluation and a checkpoint when due, a stop after SIGINT/SIGTERM; then a last evaluation, the
+    final checkpoint and train()'s figures.
 
     `with RunLog(...) as run:` opens the writer and catches the signals for the loop's duration.
-    `evaluate(global_step)` returns whole-game scores; None where the script does not evaluate.
+    `evaluate(seed=..., video=...)` plays whole games and returns their scores.
     """
 
     def __init__(self, args: Args, run_dir: Path, resume: Optional[dict], agent: nn.Module,
-                 optimizer: torch.optim.Optimizer, num_actions: int, evaluate=None):
+                 optimizer: torch.optim.Optimizer, num_actions: int, evaluate):
         self.args, self.run_dir, self.resume, self.evaluate = args, run_dir, resume, evaluate
         self.agent, self.optimizer, self.num_actions = agent, optimizer, num_actions
         self.batch_size = args.num_envs * args.num_steps
@@ -799,8 +910,11 @@ class RunLog:
         self.start_step = 0 if resume is None else resume["global_step"]
         self.recent_returns: list[float] = []  # the last 100 games' scores
         self.episodes, self.checkpoint, self.stop = 0, None, StopOnSignal()
+        self.last_eval: Optional[tuple[int, np.ndarray]] = None  # (global step, scores)
 
     def __enter__(self) -> "RunLog":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.tracking = Tracking(self.args, self.run_dir, self.resume) if self.args.track else None  # before the writer
         self.writer = open_writer(self.run_dir, self.args, self.resume)
         self.stop.__enter__()
         self.start_time = self.last_print = time.time()
@@ -809,15 +923,33 @@ class RunLog:
     def __exit__(self, *exc) -> None:
         self.stop.__exit__(*exc)
         self.writer.close()
+        if self.tracking is not None:
+            self.tracking.finish()
 
     def sps(self, global_step: int) -> float:
         return (global_step - self.start_step) / max(time.time() - self.start_time, 1e-9)
 
     def state(self, iteration: int, global_step: int) -> dict:
         """Everything a resume or a playback needs."""
-        return {"script": SCRIPT, "args": dataclasses.asdict(self.args), "iteration": iteration,
-                "global_step": global_step, "num_actions": self.num_actions, "model": self.agent.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "rng": rng_state()}
+        state = {"script": SCRIPT, "args": dataclasses.asdict(self.args), "iteration": iteration,
+                 "global_step": global_step, "num_actions": self.num_actions, "model": self.agent.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "rng": rng_state()}
+        if self.tracking is not None and self.tracking.run is not None:
+            state["wandb_id"] = self.tracking.run.id
+        return state
+
+    def evaluation(self, global_step: int) -> None:
+        """Play --eval-episodes whole games; log their mean and spread, and the video if asked."""
+        started = time.time()
+        video = self.run_dir / "videos" / f"eval_{global_step}.mp4" if self.args.capture_video else None
+        scores = self.evaluate(seed=self.args.seed + 100_000 + global_step, video=video)
+        self.writer.add_scalar("eval/return_mean", scores.mean(), global_step)
+        self.writer.add_scalar("eval/return_std", scores.std(), global_step)
+        if video is not None and video.exists() and self.tracking is not None:
+            self.tracking.log_video(video)
+        self.last_eval = (global_step, scores)
+        print(f"eval at step {global_step:,}: {scores.mean():.1f} +- {scores.std():.1f} over {len(scores)} games "
+              f"({time.time() - started:.1f}s)", flush=True)
 
     def end_iteration(self, iteration: int, global_step: int, games: list[tuple[float, int]],
                       learning_rate: float, losses: dict[str, float]) -> bool:
@@ -837,13 +969,8 @@ class RunLog:
             print(progress_line(global_step, self.args.total_timesteps, sps, self.last_print - self.start_time,
                                 self.recent_returns), flush=True)
 
-        if self.evaluate is not None and evaluation_due(global_step, self.batch_size, self.args.eval_every):
-            scores = self.evaluate(global_step)
-            self.writer.add_scalar("eval/return_mean", scores.mean(), global_step)
-            self.writer.add_scalar("eval/return_std", scores.std(), global_step)
-            print(f"eval at step {global_step:,}: {scores.mean():.1f} +- {scores.std():.1f} "
-                  f"over {len(scores)} games", flush=True)
-
+        if evaluation_due(global_step, self.batch_size, self.args.eval_every):
+            self.evaluation(global_step)
         if self.stop.signal is not None:
             print(f"signal {self.stop.signal} received: saving a checkpoint and stopping", flush=True)
             return True
@@ -854,13 +981,20 @@ class RunLog:
         return False
 
     def finish(self, iteration: int, global_step: int) -> dict:
-        """Write the final checkpoint (none if no iteration ran) and return train()'s figures."""
-        if iteration >= self.first_iteration:
+        """Evaluate once more unless just done (or stopped by a signal), write the final checkpoint
+        (none if no iteration ran) and return train()'s figures."""
+        sps, elapsed = self.sps(global_step), time.time() - self.start_time  # training's, before the evaluation
+        ran = iteration >= self.first_iteration
+        evaluated = self.last_eval is not None and self.last_eval[0] == global_step
+        if ran and self.args.eval_every and self.stop.signal is None and not evaluated:
+            self.evaluation(global_step)
+        if ran:
             self.checkpoint = write_checkpoint(self.run_dir, self.state(iteration, global_step))
-        elapsed = time.time() - self.start_time
+        scores = self.last_eval[1] if self.last_eval is not None else np.array([np.nan])
         return {"global_step": global_step, "iteration": iteration, "episodes": self.episodes,
-                "sps": self.sps(global_step), "elapsed": elapsed,
+                "sps": sps, "elapsed": elapsed,
                 "mean_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
+                "eval_return_mean": float(scores.mean()), "eval_return_std": float(scores.std()),
                 "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "interrupted": self.stop.signal is not None}
 
@@ -912,9 +1046,7 @@ def train(args: Args) -> dict:
     frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(args.num_envs, dtype=torch.bool, device=device))
     episode_stats = EpisodeStats(args.num_envs, lives)
 
-    def evaluate_agent(global_step: int) -> np.ndarray:
-        return evaluate(agent, args, backend, device, seed=args.seed + 100_000 + global_step)
-
+    evaluate_agent = functools.partial(evaluate, agent, args, backend, device)
     iteration = start_iteration - 1
     with closing(envs), RunLog(args, run_dir, resume, agent, optimizer, envs.num_actions, evaluate_agent) as run:
         for iteration in range(start_iteration, num_iterations + 1):

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -55,7 +53,7 @@ class Args:
     max_episode_frames: int = 108_000
     """end a game after this many emulator frames (108,000 = 30 minutes)"""
     save_video: Optional[str] = None
-    """folder for one video per game, full colour at the game's frame rate (MP4 with ffmpeg, else GIF)"""
+    """folder for one MP4 video per game, full colour at the game's frame rate"""
     save_frames: Optional[str] = None
     """folder for every agent step's full-colour frame as PNG, one sub-folder per game"""
     json: Optional[str] = None
@@ -104,24 +102,6 @@ def load(path: str) -> tuple[dict, object, Path]:
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
     return state, importlib.import_module(script), p
-
-
-def write_video(path: Path, frames: list, fps: float) -> Path:
-    """MP4 through ffmpeg where it is installed, else an animated GIF (Pillow)."""
-    if shutil.which("ffmpeg"):
-        out = path.with_suffix(".mp4")
-        height, width = frames[0].shape[:2]
-        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-               "-r", f"{fps}", "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264",
-               "-pix_fmt", "yuv420p", str(out)]
-        subprocess.run(cmd, input=np.stack(frames).tobytes(), check=True)
-        return out
-    from PIL import Image
-
-    out = path.with_suffix(".gif")
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(out, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    return out
 
 
 def write_frames(folder: Path, frames: list) -> None:
@@ -233,8 +213,9 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
                 saved_to = []
                 if args.save_video:
                     Path(args.save_video).mkdir(parents=True, exist_ok=True)
-                    video = write_video(Path(args.save_video) / f"episode_{k:03d}", screen_frames[i], fps)
-                    episodes[-1]["video"] = str(video)
+                    # MP4 through the ffmpeg binary that imageio-ffmpeg ships: no system ffmpeg needed
+                    video = module.write_video(Path(args.save_video) / f"episode_{k:03d}.mp4", screen_frames[i], fps)
+                    episodes[-1]["video"] = str(video) if video else None
                     saved_to.append(str(video))
                 if args.save_frames:
                     folder = Path(args.save_frames) / f"episode_{k:03d}"

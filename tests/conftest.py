@@ -35,7 +35,7 @@ BACKENDS = backends()
 def tiny_args(module, tmp_path, iterations=2, **overrides):
     """Args for a run of `iterations` iterations that writes under tmp_path, quietly."""
     settings = dict(TINY[module.SCRIPT])
-    settings.update(cuda=False, runs_dir=str(tmp_path / "runs"), log_interval=1e9)
+    settings.update(cuda=False, runs_dir=str(tmp_path / "runs"), log_interval=1e9, eval_every=0)
     settings.update(overrides)
     batch = settings["num_envs"] * settings["num_steps"]
     settings.setdefault("total_timesteps", iterations * batch)

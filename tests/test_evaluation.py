@@ -9,7 +9,7 @@ import torch
 
 from conftest import SCRIPTS
 
-EVALUATING = [s for s in SCRIPTS if s != "ppo_atari"]
+EVALUATING = SCRIPTS
 CPU = torch.device("cpu")
 
 

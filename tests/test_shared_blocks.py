@@ -19,7 +19,7 @@ SHARED_NAMES = ["UsageError", "check_common_args", "atari_game", "resolve_backen
                 "explained_variance", "CheckpointError", "first_line", "save_checkpoint", "point_latest_at",
                 "write_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "check_resume", "prepare_run",
                 "seed_everything", "keep_freed_memory", "open_writer", "StopOnSignal", "format_duration",
-                "progress_line", "evaluation_due", "RunLog", "main"]
+                "progress_line", "evaluation_due", "warn", "write_video", "GameRecorder", "Tracking", "RunLog", "main"]
 
 # Every other name defined in more than one script must be the same text in each, except these.
 DIFFERS_ON_PURPOSE = {
@@ -34,7 +34,7 @@ DIFFERS_ON_PURPOSE = {
     "evaluate": "carries the LSTM state",
     "train": "the learning code itself, which is what differs between the algorithms",
 }
-FEEDFORWARD_SHARED = ["NETWORK_ARGS", "Agent", "policy_step", "RolloutBuffer", "collect_rollout"]
+FEEDFORWARD_SHARED = ["NETWORK_ARGS", "Agent", "policy_step", "RolloutBuffer", "collect_rollout", "evaluate"]
 # Common Args fields that one script sets apart on purpose, and why.
 COMMON_ARGS_DIFFER = {("a2c_lstm_atari", "frame_stack"): "the LSTM carries the history, so it sees 1 frame"}
 
