@@ -119,17 +119,28 @@ def open_threads_and_files():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_evaluations_close_their_envs(backend):
-    import ppo_atari
+def test_evaluations_close_their_envs_and_leak_no_threads_or_files(script, backend, monkeypatch, tmp_path):
+    counts, make_envs, close = {"made": 0, "closed": 0}, script.make_envs, script.AtariEnvs.close
 
-    args = ppo_atari.Args(num_envs=4, eval_episodes=4, max_episode_frames=60, env_backend=backend)
-    agent = ppo_atari.Agent(4)
+    def counted(*args, **kwargs):  # keeps no reference: the envs live exactly as long as the evaluation holds them
+        counts["made"] += 1
+        return make_envs(*args, **kwargs)
+
+    def counted_close(envs):
+        counts["closed"] += 1
+        close(envs)
+
+    monkeypatch.setattr(script, "make_envs", counted)
+    monkeypatch.setattr(script.AtariEnvs, "close", counted_close)
+    args = script.Args(num_envs=4, eval_episodes=4, max_episode_frames=60, env_backend=backend)
+    agent = script.Agent(4, args.frame_stack, *([16] if script.SCRIPT == "a2c_lstm_atari" else []))
     for seed in range(3):  # warm up: torch's and the backend's own pools
-        ppo_atari.evaluate(agent, args, backend, torch.device("cpu"), seed)
+        script.evaluate(agent, args, backend, torch.device("cpu"), seed, video=tmp_path / f"{seed}.mp4")
     before = open_threads_and_files()
-    for seed in range(12):
-        ppo_atari.evaluate(agent, args, backend, torch.device("cpu"), seed)
-    assert open_threads_and_files() == before
+    for seed in range(10):
+        script.evaluate(agent, args, backend, torch.device("cpu"), seed, video=tmp_path / f"{seed}.mp4")
+        assert counts["closed"] == counts["made"]  # the evaluation's envs and the video's twin
+    assert counts["made"] == 26 and open_threads_and_files() == before
 
 
 # --- W&B, offline (no network here or in CI) ------------------------------------------------------
