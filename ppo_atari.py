@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import datetime
 import functools
 import importlib.util
 import json
@@ -42,6 +43,7 @@ from typing import Literal, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import tyro
 from torch.distributions import Categorical
@@ -76,6 +78,8 @@ class Args:
     """keep only the newest N periodic checkpoints (0: all); latest.pt and the final one always stay"""
     log_interval: float = 10.0
     """seconds between console progress lines"""
+    dist_timeout: float = 1800.0
+    """under torchrun: seconds a process waits for the others before the run fails instead of hanging"""
 
     # --- environment (common to every script) ---
     env_id: str = "Breakout-v5"
@@ -163,7 +167,7 @@ class UsageError(Exception):
 def check_common_args(args: Args) -> None:
     """Checks of the flags every script shares; each failure is one sentence."""
     for name in ["num_envs", "num_steps", "total_timesteps", "frame_skip", "frame_stack",
-                 "max_episode_frames", "learning_rate", "log_interval"]:
+                 "max_episode_frames", "learning_rate", "log_interval", "dist_timeout"]:
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
     for name in ["noop_max", "checkpoint_every", "keep_checkpoints", "threads", "env_threads"]:
@@ -179,6 +183,10 @@ def check_common_args(args: Args) -> None:
         raise UsageError(f"--total-timesteps ({args.total_timesteps}) must be at least one rollout, "
                          f"--num-envs x --num-steps ({args.num_envs * args.num_steps}).")
     atari_game(args.env_id)  # an unknown game fails here, before anything is built
+    world_size = Processes.from_environment().world_size
+    if args.num_envs % world_size != 0:
+        raise UsageError(f"--num-envs ({args.num_envs}) is the total over all processes, so it must be "
+                         f"divisible by their number ({world_size}).")
     if args.eval_every < 0:
         raise UsageError(f"--eval-every must not be negative, got {args.eval_every}.")
     if args.eval_every > 0 and args.eval_episodes <= 0:
@@ -200,9 +208,11 @@ def check_args(args: Args) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
     if args.target_kl is not None and args.target_kl <= 0:
         raise UsageError(f"--target-kl must be positive when given, got {args.target_kl}.")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches != 0:
-        raise UsageError(f"--num-envs x --num-steps ({batch_size}) must be divisible by "
+    world_size = Processes.from_environment().world_size
+    local_batch = args.num_envs // world_size * args.num_steps
+    if local_batch % args.num_minibatches != 0:
+        per_process = f" per process ({world_size} processes)" if world_size > 1 else ""
+        raise UsageError(f"--num-envs x --num-steps{per_process} ({local_batch}) must be divisible by "
                          f"--num-minibatches ({args.num_minibatches}).")
 
 
@@ -405,9 +415,9 @@ class Agent(nn.Module):
 def policy_step(agent: Agent, obs: torch.Tensor):
     """Sample actions for a batch of observations: (action, log-prob, value)."""
     logits, value = agent(obs)
-    dist = Categorical(logits=logits, validate_args=False)
-    action = dist.sample()
-    return action, dist.log_prob(action), value
+    probs = Categorical(logits=logits, validate_args=False)
+    action = probs.sample()
+    return action, probs.log_prob(action), value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,28 +523,33 @@ def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, episode_st
 
 
 def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_values, valid, *,
-             clip_coef: float, clip_vloss: bool, norm_adv: bool, ent_coef: float, vf_coef: float):
+             clip_coef: float, clip_vloss: bool, norm_adv: bool, ent_coef: float, vf_coef: float,
+             over_processes=None):
     """Clipped-surrogate PPO loss over one minibatch; steps with valid = 0 do not count.
 
     Returns the loss and its figures by name: policy_loss, value_loss, entropy, approx_kl, clipfrac.
+    Under torchrun each process holds a share of the minibatch and `over_processes` sums a tensor
+    over all of them: means and advantage statistics are then the whole minibatch's, and summing
+    the processes' gradients gives the whole minibatch's gradient.
     """
+    total = over_processes or (lambda x: x)
     logits, new_values = agent(obs)
-    dist = Categorical(logits=logits, validate_args=False)
-    new_logprobs = dist.log_prob(actions)
-    entropy = dist.entropy()
-    count = valid.sum().clamp(min=1.0)
+    probs = Categorical(logits=logits, validate_args=False)
+    new_logprobs = probs.log_prob(actions)
+    entropy = probs.entropy()
+    count = total(valid.sum()).clamp(min=1.0)
 
-    def mean(x):
+    def mean(x):  # this process's part of the mean over the whole minibatch
         return (x * valid).sum() / count
 
     log_ratio = new_logprobs - old_logprobs
     ratio = log_ratio.exp()
     with torch.no_grad():
-        approx_kl = mean((ratio - 1) - log_ratio)  # low-variance estimator, Schulman's blog "Approximating KL"
-        clipfrac = mean(((ratio - 1.0).abs() > clip_coef).float())
+        approx_kl = total(mean((ratio - 1) - log_ratio))  # low-variance estimator, Schulman's blog "Approximating KL"
+        clipfrac = total(mean(((ratio - 1.0).abs() > clip_coef).float()))
     if norm_adv:
-        adv_mean = mean(advantages)
-        adv_std = ((((advantages - adv_mean) ** 2) * valid).sum() / (count - 1).clamp(min=1.0)).sqrt()
+        adv_mean = total(mean(advantages))
+        adv_std = (total((((advantages - adv_mean) ** 2) * valid).sum()) / (count - 1).clamp(min=1.0)).sqrt()
         advantages = (advantages - adv_mean) / (adv_std + 1e-8)
     pg_loss = mean(torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)))
     if clip_vloss:
@@ -546,11 +561,11 @@ def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_
     loss = pg_loss - ent_coef * entropy_mean + vf_coef * v_loss
     figures = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_mean, "approx_kl": approx_kl,
                "clipfrac": clipfrac}
-    return loss, {name: value.detach() for name, value in figures.items()}
+    return loss, {name: total(value.detach()) for name, value in figures.items()}
 
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: dict, args: Args,
-               minibatch_size: int) -> dict[str, float]:
+               minibatch_size: int, over_processes=None) -> dict[str, float]:
     """`update_epochs` passes of shuffled minibatches; returns each of ppo_loss's figures averaged
     over the minibatches taken.
 
@@ -559,7 +574,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: d
     """
     batch_size = batch["frames"].shape[0]
     hyperparameters = dict(clip_coef=args.clip_coef, clip_vloss=args.clip_vloss, norm_adv=args.norm_adv,
-                           ent_coef=args.ent_coef, vf_coef=args.vf_coef)
+                           ent_coef=args.ent_coef, vf_coef=args.vf_coef, over_processes=over_processes)
     taken = []
 
     def means() -> dict[str, float]:
@@ -573,6 +588,8 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: d
             loss, figures = loss_fn(agent, obs, **mb, **hyperparameters)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if over_processes is not None:
+                sum_gradients(agent)  # every process now holds the whole minibatch's gradient
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             optimizer.step()
             taken.append(figures)
@@ -581,12 +598,18 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: d
     return means()
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor) -> float:
-    """1 - Var[returns - values] / Var[returns] over valid steps (1: perfect critic, <=0: useless)."""
-    mask = valid.bool()
-    y, v = returns[mask], values[mask]
-    var_y = y.var() if y.numel() > 1 else torch.tensor(float("nan"))
-    return float("nan") if var_y == 0 else float(1 - (y - v).var() / var_y)
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor, over_processes=None) -> float:
+    """1 - Var[returns - values] / Var[returns] over the valid steps of every process (1: perfect
+    critic, <=0: useless)."""
+    total = over_processes or (lambda x: x)
+    count = total(valid.sum())
+
+    def variance(x):
+        mean = total((x * valid).sum()) / count
+        return total(((x - mean) ** 2 * valid).sum()) / (count - 1)
+
+    var_y = variance(returns) if count > 1 else torch.tensor(0.0)
+    return float("nan") if var_y == 0 else float(1 - variance(returns - values) / var_y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -789,12 +812,98 @@ def check_resume(state: dict, args: Args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Distributed: data-parallel over the processes torchrun starts (one per GPU, or CPU processes).
+# Each process steps its own share of the envs; losses and gradients are summed over processes,
+# so one update equals the single-process update on the whole batch. A plain `python script.py`
+# has one process and no process group, and none of this runs.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Processes:
+    """This process's place among torchrun's processes: rank 0 of 1 without torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @staticmethod
+    def from_environment() -> "Processes":
+        env = os.environ  # torchrun sets these for every process it starts
+        return Processes(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
+                         int(env.get("LOCAL_WORLD_SIZE", 1)))
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 alone writes the run folder, logs and prints."""
+        return self.rank == 0
+
+
+def join_processes(procs: Processes, args: Args) -> torch.device:
+    """This process's device: `cuda:LOCAL_RANK` (NCCL) where there are GPUs, else the CPU (gloo)."""
+    cuda = args.cuda and torch.cuda.is_available()
+    device = torch.device(f"cuda:{procs.local_rank}" if cuda and procs.world_size > 1 else "cuda" if cuda else "cpu")
+    if procs.world_size > 1:
+        if cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=args.dist_timeout))
+    return device
+
+
+def set_threads(args: Args, procs: Processes, device: torch.device) -> None:
+    """--threads, or each CPU process's share of the machine's cores when torchrun starts several."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif procs.local_world_size > 1 and device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // procs.local_world_size))
+
+
+def sum_over_processes(x: torch.Tensor) -> torch.Tensor:
+    """A copy of x summed over every process (no gradient flows through it)."""
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x
+
+
+def sum_gradients(agent: nn.Module) -> None:
+    """Sum every parameter's gradient over the processes, in one collective."""
+    grads = [p.grad for p in agent.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    for g, summed in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(summed.view_as(g))
+
+
+def all_gather(item, procs: Processes) -> list:
+    """Every process's `item`, in rank order, on every process (one collective; no-op for one process)."""
+    if procs.world_size == 1:
+        return [item]
+    items = [None] * procs.world_size
+    dist.all_gather_object(items, item)
+    return items
+
+
+def restore_rng(resume: dict, args: Args, procs: Processes) -> None:
+    """Each process's RNG state from the checkpoint when it was written by as many processes;
+    otherwise new streams, said in one line."""
+    saved = resume.get("rng_by_rank", [resume["rng"]])
+    if len(saved) == procs.world_size:
+        set_rng_state(saved[procs.rank])
+        return
+    torch.manual_seed(args.seed + 100_003 * procs.rank + resume["iteration"])
+    if procs.main:
+        print(f"resuming on {procs.world_size} process(es) a run checkpointed on {len(saved)}: the model, optimizer, "
+              f"step and schedule continue; the RNG streams were reseeded", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # The run around the learning code: its folder, seeds, and the end of every iteration (logging,
 # progress, evaluation and checkpoints when due, signals). The same text in every script.
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_run(args: Args) -> tuple[Optional[dict], Path]:
+def find_run(args: Args) -> tuple[Optional[dict], Path]:
     """The checkpoint to resume (checked) and the run folder; refuses, before anything is written,
     to start a fresh run in a folder that already holds checkpoints."""
     resume = load_checkpoint(args.resume) if args.resume else None
@@ -803,11 +912,35 @@ def prepare_run(args: Args) -> tuple[Optional[dict], Path]:
         ckpt_dir = Path(resume["path"]).parent
         if ckpt_dir.name == "checkpoints":
             return resume, ckpt_dir.parent  # continue logging in the same folder
-    run_name = args.run_name or f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    # Under torchrun the run id names the run, so processes restarted after a failure find it again.
+    stamp = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    stamp = stamp[:8] if stamp != "none" else str(int(time.time()))
+    run_name = args.run_name or f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{stamp}"
     run_dir = Path(args.runs_dir) / run_name
-    if resume is None and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+    has_checkpoints = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    if resume is None and has_checkpoints and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0:
+        resume = load_checkpoint(run_dir)  # torchrun restarted the processes: go on from the latest checkpoint
+        check_resume(resume, args)
+        print(f"restarted by torchrun: resuming from {resume['path']}", flush=True)
+    elif resume is None and has_checkpoints:
         raise UsageError(f"{str(run_dir)!r} already holds checkpoints; pass --resume or another --run-name.")
     return resume, run_dir
+
+
+def prepare_run(args: Args, procs: Processes) -> tuple[Optional[dict], Path]:
+    """find_run() on rank 0, its outcome (or its one-sentence refusal) sent to every process, so
+    all start from the same checkpoint even without a shared filesystem."""
+    outcome = [None]
+    if procs.main:
+        try:
+            outcome = [find_run(args)]
+        except UsageError as e:
+            outcome = [e]
+    if procs.world_size > 1:
+        dist.broadcast_object_list(outcome, src=0)
+    if isinstance(outcome[0], UsageError):
+        raise outcome[0]
+    return outcome[0]
 
 
 def seed_everything(args: Args) -> None:
@@ -924,8 +1057,8 @@ class RunLog:
     """
 
     def __init__(self, args: Args, run_dir: Path, resume: Optional[dict], agent: nn.Module,
-                 optimizer: torch.optim.Optimizer, num_actions: int, evaluate):
-        self.args, self.run_dir, self.resume, self.evaluate = args, run_dir, resume, evaluate
+                 optimizer: torch.optim.Optimizer, num_actions: int, evaluate, procs: Processes = Processes()):
+        self.args, self.run_dir, self.resume, self.evaluate, self.procs = args, run_dir, resume, evaluate, procs
         self.agent, self.optimizer, self.num_actions = agent, optimizer, num_actions
         self.batch_size = args.num_envs * args.num_steps
         self.num_iterations = args.total_timesteps // self.batch_size
@@ -934,18 +1067,22 @@ class RunLog:
         self.recent_returns: list[float] = []  # the last 100 games' scores
         self.episodes, self.checkpoint, self.stop = 0, None, StopOnSignal()
         self.last_eval: Optional[tuple[int, np.ndarray]] = None  # (global step, scores)
+        self.stopped = False  # by a signal to any process
 
     def __enter__(self) -> "RunLog":
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tracking = Tracking(self.args, self.run_dir, self.resume) if self.args.track else None  # before the writer
-        self.writer = open_writer(self.run_dir, self.args, self.resume)
+        self.tracking, self.writer = None, None  # rank 0 alone writes the run folder
+        if self.procs.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.tracking = Tracking(self.args, self.run_dir, self.resume) if self.args.track else None  # first
+            self.writer = open_writer(self.run_dir, self.args, self.resume)
         self.stop.__enter__()
         self.start_time = self.last_print = time.time()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop.__exit__(*exc)
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         if self.tracking is not None:
             self.tracking.finish()
 
@@ -953,10 +1090,11 @@ class RunLog:
         return (global_step - self.start_step) / max(time.time() - self.start_time, 1e-9)
 
     def state(self, iteration: int, global_step: int) -> dict:
-        """Everything a resume or a playback needs."""
+        """Everything a resume or a playback needs, every process's RNG state included (called by all)."""
+        rngs = all_gather(rng_state(), self.procs)
         state = {"script": SCRIPT, "args": dataclasses.asdict(self.args), "iteration": iteration,
                  "global_step": global_step, "num_actions": self.num_actions, "model": self.agent.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "rng": rng_state()}
+                 "optimizer": self.optimizer.state_dict(), "rng": rngs[0], "rng_by_rank": rngs}
         if self.tracking is not None and self.tracking.run is not None:
             state["wandb_id"] = self.tracking.run.id
         return state
@@ -977,6 +1115,30 @@ class RunLog:
     def end_iteration(self, iteration: int, global_step: int, games: list[tuple[float, int]],
                       learning_rate: float, losses: dict[str, float]) -> bool:
         """Log, print, evaluate and checkpoint as due; True when a signal asks the run to stop."""
+        games = [game for share in all_gather(games, self.procs) for game in share]  # every process's games
+        self.stopped = self.stop.signal is not None
+        if self.procs.world_size > 1:  # all processes stop at the same iteration
+            flag = torch.tensor(float(self.stopped), device=next(self.agent.parameters()).device)
+            self.stopped = bool(sum_over_processes(flag).item())
+        if self.procs.main:
+            self.log(iteration, global_step, games, learning_rate, losses)
+        if self.stopped:
+            if self.procs.main:
+                print(f"signal {self.stop.signal or '(to another process)'} received: saving a checkpoint and stopping",
+                      flush=True)
+            return True
+        every = self.args.checkpoint_every
+        if every and iteration % every == 0 and iteration != self.num_iterations:  # the last one is finish()'s
+            self.save(iteration, global_step, self.args.keep_checkpoints)
+        return False
+
+    def save(self, iteration: int, global_step: int, keep: int = 0) -> None:
+        state = self.state(iteration, global_step)
+        if self.procs.main:
+            self.checkpoint = write_checkpoint(self.run_dir, state, keep)
+
+    def log(self, iteration: int, global_step: int, games: list[tuple[float, int]], learning_rate: float,
+            losses: dict[str, float]) -> None:
         for score, length in games:
             self.writer.add_scalar("charts/episodic_return", score, global_step)
             self.writer.add_scalar("charts/episodic_length", length, global_step)
@@ -994,14 +1156,6 @@ class RunLog:
 
         if evaluation_due(global_step, self.batch_size, self.args.eval_every):
             self.evaluation(global_step)
-        if self.stop.signal is not None:
-            print(f"signal {self.stop.signal} received: saving a checkpoint and stopping", flush=True)
-            return True
-        every = self.args.checkpoint_every
-        if every and iteration % every == 0 and iteration != self.num_iterations:  # the last one is finish()'s
-            self.checkpoint = write_checkpoint(self.run_dir, self.state(iteration, global_step),
-                                               self.args.keep_checkpoints)
-        return False
 
     def finish(self, iteration: int, global_step: int) -> dict:
         """Evaluate once more unless just done (or stopped by a signal), write the final checkpoint
@@ -1009,17 +1163,17 @@ class RunLog:
         sps, elapsed = self.sps(global_step), time.time() - self.start_time  # training's, before the evaluation
         ran = iteration >= self.first_iteration
         evaluated = self.last_eval is not None and self.last_eval[0] == global_step
-        if ran and self.args.eval_every and self.stop.signal is None and not evaluated:
+        if ran and self.procs.main and self.args.eval_every and not self.stopped and not evaluated:
             self.evaluation(global_step)
         if ran:
-            self.checkpoint = write_checkpoint(self.run_dir, self.state(iteration, global_step))
+            self.save(iteration, global_step)
         scores = self.last_eval[1] if self.last_eval is not None else np.array([np.nan])
         return {"global_step": global_step, "iteration": iteration, "episodes": self.episodes,
                 "sps": sps, "elapsed": elapsed,
                 "mean_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
                 "eval_return_mean": float(scores.mean()), "eval_return_std": float(scores.std()),
                 "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "interrupted": self.stop.signal is not None}
+                "interrupted": self.stopped}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1030,26 +1184,31 @@ class RunLog:
 def train(args: Args) -> dict:
     check_args(args)
     backend = resolve_backend(args.env_backend)
-    resume, run_dir = prepare_run(args)
+    procs = Processes.from_environment()  # one process, or one of those torchrun started
+    device = join_processes(procs, args)
+    resume, run_dir = prepare_run(args, procs)
     seed_everything(args)
     keep_freed_memory()  # CPU updates reuse freed activations instead of page-faulting them back in
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    batch_size = args.num_envs * args.num_steps
-    minibatch_size = batch_size // args.num_minibatches
+    set_threads(args, procs, device)
+    num_envs = args.num_envs // procs.world_size  # this process's share of the envs
+    batch_size = args.num_envs * args.num_steps  # over all processes
+    minibatch_size = num_envs * args.num_steps // args.num_minibatches  # this process's share of each
     num_iterations = args.total_timesteps // batch_size
 
     start_iteration = 1 if resume is None else resume["iteration"] + 1
     global_step = 0 if resume is None else resume["global_step"]
-    # A resumed run starts fresh games (emulator state is not saved), seeded apart from the first.
-    envs = make_envs(args, backend, args.seed + (start_iteration - 1) * args.num_envs, args.num_envs)
+    # A resumed run starts fresh games (emulator state is not saved), seeded apart from the first;
+    # each process's envs take the next num_envs seeds, so no two processes share one.
+    envs = make_envs(args, backend, args.seed + (start_iteration - 1) * args.num_envs + procs.rank * num_envs, num_envs)
     agent = Agent(envs.num_actions, args.frame_stack).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     if resume is not None:
         agent.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        set_rng_state(resume["rng"])
+        restore_rng(resume, args, procs)
+    elif procs.world_size > 1:
+        torch.manual_seed(args.seed + 100_003 * procs.rank)  # the same initial weights, then each its own actions
+    over_processes = sum_over_processes if procs.world_size > 1 else None
 
     def policy(obs):
         return policy_step(agent, obs)
@@ -1061,15 +1220,15 @@ def train(args: Args) -> dict:
         inductor_config.fallback_random = True  # sample actions from the eager RNG stream
         policy, gae_fn, loss_fn = torch.compile(policy), torch.compile(gae_fn), torch.compile(loss_fn)
 
-    buf = RolloutBuffer(args.num_steps, args.num_envs, args.frame_stack, device)
-    frame_stack = FrameStack(args.num_envs, args.frame_stack, device)
+    buf = RolloutBuffer(args.num_steps, num_envs, args.frame_stack, device)
+    frame_stack = FrameStack(num_envs, args.frame_stack, device)
     frames, lives = envs.reset()
-    frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(args.num_envs, dtype=torch.bool, device=device))
-    episode_stats = EpisodeStats(args.num_envs, lives)
+    frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
+    episode_stats = EpisodeStats(num_envs, lives)
 
     evaluate_agent = functools.partial(evaluate, agent, args, backend, device)
     iteration = start_iteration - 1
-    with closing(envs), RunLog(args, run_dir, resume, agent, optimizer, envs.num_actions, evaluate_agent) as run:
+    with closing(envs), RunLog(args, run_dir, resume, agent, optimizer, envs.num_actions, evaluate_agent, procs) as run:
         for iteration in range(start_iteration, num_iterations + 1):
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
@@ -1086,8 +1245,8 @@ def train(args: Args) -> dict:
             batch = {"frames": buf.frames.flatten(0, 1), "actions": buf.actions.flatten(),
                      "old_logprobs": buf.logprobs.flatten(), "advantages": advantages.flatten(),
                      "returns": returns.flatten(), "old_values": buf.values.flatten(), "valid": buf.valid.flatten()}
-            losses = ppo_update(agent, optimizer, loss_fn, batch, args, minibatch_size)
-            losses["explained_variance"] = explained_variance(buf.values, returns, buf.valid)
+            losses = ppo_update(agent, optimizer, loss_fn, batch, args, minibatch_size, over_processes)
+            losses["explained_variance"] = explained_variance(buf.values, returns, buf.valid, over_processes)
 
             if run.end_iteration(iteration, global_step, games, optimizer.param_groups[0]["lr"], losses):
                 break
@@ -1100,6 +1259,9 @@ def main() -> None:
         train(args)
     except (UsageError, CheckpointError) as e:
         sys.exit(f"error: {e}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
