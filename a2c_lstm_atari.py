@@ -873,7 +873,13 @@ def join_processes(procs: Processes, args: Args) -> torch.device:
     if procs.world_size > 1:
         if cuda:
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=args.dist_timeout))
+        timeout = datetime.timedelta(seconds=args.dist_timeout)
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+        # torchrun keeps its store across restarts: without keys of its own, a restarted process
+        # can read a dead process's address and fail to connect (seen with gloo, 2 restarts in 3).
+        store = dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", store)
+        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=world_size,
+                                timeout=timeout)
     return device
 
 
@@ -947,7 +953,7 @@ def find_run(args: Args) -> tuple[Optional[dict], Path]:
     if resume is None and has_checkpoints and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0:
         resume = load_checkpoint(run_dir)  # torchrun restarted the processes: go on from the latest checkpoint
         check_resume(resume, args)
-        print(f"restarted by torchrun: resuming from {resume['path']}", flush=True)
+        print(f"restarted by torchrun: resuming from {resume['path']} (iteration {resume['iteration']})", flush=True)
     elif resume is None and has_checkpoints:
         raise UsageError(f"{str(run_dir)!r} already holds checkpoints; pass --resume or another --run-name.")
     return resume, run_dir

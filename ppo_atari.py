@@ -545,8 +545,8 @@ def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_
     log_ratio = new_logprobs - old_logprobs
     ratio = log_ratio.exp()
     with torch.no_grad():
-        approx_kl = total(mean((ratio - 1) - log_ratio))  # low-variance estimator, Schulman's blog "Approximating KL"
-        clipfrac = total(mean(((ratio - 1.0).abs() > clip_coef).float()))
+        approx_kl = mean((ratio - 1) - log_ratio)  # low-variance estimator, Schulman's blog "Approximating KL"
+        clipfrac = mean(((ratio - 1.0).abs() > clip_coef).float())
     if norm_adv:
         adv_mean = total(mean(advantages))
         adv_std = (total((((advantages - adv_mean) ** 2) * valid).sum()) / (count - 1).clamp(min=1.0)).sqrt()
@@ -561,7 +561,7 @@ def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_
     loss = pg_loss - ent_coef * entropy_mean + vf_coef * v_loss
     figures = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_mean, "approx_kl": approx_kl,
                "clipfrac": clipfrac}
-    return loss, {name: total(value.detach()) for name, value in figures.items()}
+    return loss, {name: total(value.detach()) for name, value in figures.items()}  # the whole minibatch's
 
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: dict, args: Args,
@@ -847,7 +847,13 @@ def join_processes(procs: Processes, args: Args) -> torch.device:
     if procs.world_size > 1:
         if cuda:
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=args.dist_timeout))
+        timeout = datetime.timedelta(seconds=args.dist_timeout)
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+        # torchrun keeps its store across restarts: without keys of its own, a restarted process
+        # can read a dead process's address and fail to connect (seen with gloo, 2 restarts in 3).
+        store = dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", store)
+        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=world_size,
+                                timeout=timeout)
     return device
 
 
@@ -921,7 +927,7 @@ def find_run(args: Args) -> tuple[Optional[dict], Path]:
     if resume is None and has_checkpoints and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0:
         resume = load_checkpoint(run_dir)  # torchrun restarted the processes: go on from the latest checkpoint
         check_resume(resume, args)
-        print(f"restarted by torchrun: resuming from {resume['path']}", flush=True)
+        print(f"restarted by torchrun: resuming from {resume['path']} (iteration {resume['iteration']})", flush=True)
     elif resume is None and has_checkpoints:
         raise UsageError(f"{str(run_dir)!r} already holds checkpoints; pass --resume or another --run-name.")
     return resume, run_dir

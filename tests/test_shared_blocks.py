@@ -19,7 +19,9 @@ SHARED_NAMES = ["UsageError", "check_common_args", "atari_game", "resolve_backen
                 "explained_variance", "CheckpointError", "first_line", "save_checkpoint", "point_latest_at",
                 "write_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "check_resume", "prepare_run",
                 "seed_everything", "keep_freed_memory", "open_writer", "StopOnSignal", "format_duration",
-                "progress_line", "evaluation_due", "warn", "write_video", "GameRecorder", "Tracking", "RunLog", "main"]
+                "progress_line", "evaluation_due", "warn", "write_video", "GameRecorder", "Tracking", "RunLog", "main",
+                "Processes", "join_processes", "set_threads", "sum_over_processes", "sum_gradients", "all_gather",
+                "restore_rng", "find_run"]
 
 # Every other name defined in more than one script must be the same text in each, except these.
 DIFFERS_ON_PURPOSE = {

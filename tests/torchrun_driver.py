@@ -1,0 +1,48 @@
+"""Runs a training script's main() as one of torchrun's processes and records what this process did,
+for tests/test_distributed.py: the seeds of its envs, the games it finished, its weights at the
+end, the iteration it stopped at, its pid, and that it returned normally.
+
+    torchrun ... tests/torchrun_driver.py SCRIPT OUT_DIR -- <the script's flags>
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+script, out = sys.argv[1], Path(sys.argv[2])
+module = __import__(script)
+rank, restart = int(os.environ["RANK"]), int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+record = {"rank": rank, "pid": os.getpid(), "seeds": [], "games": []}
+out.mkdir(parents=True, exist_ok=True)
+(out / f"pid_{rank}_{restart}").write_text(str(os.getpid()))
+
+make_envs, collect_rollout, finish = module.make_envs, module.collect_rollout, module.RunLog.finish
+
+
+def recording_make_envs(args, backend, seed, num_envs, full_frames=False):
+    record["seeds"].append([seed, num_envs, full_frames])
+    return make_envs(args, backend, seed, num_envs, full_frames)
+
+
+def recording_collect_rollout(*args, **kwargs):
+    result = collect_rollout(*args, **kwargs)
+    record["games"] += result if isinstance(result, list) else result[0]
+    return result
+
+
+def recording_finish(self, iteration, global_step):
+    record["iteration"], record["global_step"] = iteration, global_step
+    torch.save(self.agent.state_dict(), out / f"model_{rank}_{restart}.pt")
+    return finish(self, iteration, global_step)
+
+
+module.make_envs, module.collect_rollout, module.RunLog.finish = recording_make_envs, recording_collect_rollout, recording_finish
+sys.argv = [f"{script}.py"] + sys.argv[sys.argv.index("--") + 1:]
+module.main()
+record["returned"] = True
+(out / f"rank_{rank}_{restart}.json").write_text(json.dumps(record))
