@@ -1173,6 +1173,8 @@ class RunLog:
             self.evaluation(global_step)
         if ran:
             self.save(iteration, global_step)
+        if self.procs.world_size > 1:
+            dist.barrier()  # leave together: a process tearing down while rank 0 still writes can abort
         scores = self.last_eval[1] if self.last_eval is not None else np.array([np.nan])
         return {"global_step": global_step, "iteration": iteration, "episodes": self.episodes,
                 "sps": sps, "elapsed": elapsed,

@@ -140,7 +140,10 @@ def test_evaluations_close_their_envs_and_leak_no_threads_or_files(script, backe
     for seed in range(10):
         script.evaluate(agent, args, backend, torch.device("cpu"), seed, video=tmp_path / f"{seed}.mp4")
         assert counts["closed"] == counts["made"]  # the evaluation's envs and the video's twin
-    assert counts["made"] == 26 and open_threads_and_files() == before
+    # A leak grows by 2 or more threads and files per evaluation (20+ here); other tests' background
+    # threads (TensorBoard writers, W&B) may still come and go meanwhile.
+    after = open_threads_and_files()
+    assert counts["made"] == 26 and after[0] - before[0] < 5 and after[1] - before[1] < 5, (before, after)
 
 
 # --- W&B, offline (no network here or in CI) ------------------------------------------------------
