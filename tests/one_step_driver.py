@@ -39,10 +39,11 @@ def finish(module, agent, optimizer, loss, figures):
     loss.backward()
     if over is not None:
         module.sum_gradients(agent)
+    grads = {name: p.grad.clone() for name, p in agent.named_parameters()}  # before the (scale-free) clip
     torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
     optimizer.step()
     figures = {k: float(v) for k, v in figures.items()}
-    torch.save({"params": agent.state_dict(), "figures": figures}, out / f"{module.SCRIPT}_{world}_{rank}.pt")
+    torch.save({"params": agent.state_dict(), "grads": grads, "figures": figures}, out / f"{module.SCRIPT}_{world}_{rank}.pt")
 
 
 # PPO: clipped losses with normalised advantages over the whole minibatch

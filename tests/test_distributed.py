@@ -75,6 +75,8 @@ def test_one_update_on_two_processes_equals_one_process_on_the_whole_batch(one_s
     alone = torch.load(one_step / f"{name}_1_0.pt", weights_only=True)
     halves = [torch.load(one_step / f"{name}_2_{r}.pt", weights_only=True) for r in (0, 1)]
     assert same_weights(halves[0]["params"], halves[1]["params"])  # every process steps alike
+    for k, v in alone["grads"].items():  # the whole batch's gradient, not a multiple of it
+        assert torch.allclose(halves[0]["grads"][k], v, atol=1e-5, rtol=1e-4), k
     for k, v in alone["params"].items():
         assert torch.allclose(halves[0]["params"][k], v, atol=1e-5, rtol=1e-5), k
     assert halves[0]["figures"] == pytest.approx(alone["figures"], rel=1e-4, abs=1e-6)
