@@ -42,6 +42,8 @@ class Args:
     """folder holding one sub-folder per run"""
     parallel: int = 1
     """runs at once (each uses its own envs and threads: on a small machine keep 1)"""
+    nproc_per_node: int = 1
+    """processes per run under torchrun --standalone (one per GPU, or CPU processes); --num-envs is their total"""
     script_args: str = ""
     """extra flags for every run, as one string given with '=': --script-args="--num-envs 16 --no-cuda" """
     progress_interval: float = 60.0
@@ -94,7 +96,10 @@ def status(run_dir: Path, total_timesteps: int) -> str:
 
 def command(args: Args, script: str, env_id: str, seed: int, state: str) -> list[str]:
     name = run_name(script, env_id, seed)
-    cmd = [sys.executable, str(ROOT / f"{script}.py"), "--env-id", env_id, "--seed", str(seed),
+    launcher = [sys.executable]
+    if args.nproc_per_node > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc_per_node}"]
+    cmd = [*launcher, str(ROOT / f"{script}.py"), "--env-id", env_id, "--seed", str(seed),
            "--total-timesteps", str(args.total_timesteps), "--runs-dir", args.runs_dir, "--run-name", name,
            *shlex.split(args.script_args)]
     if state == "interrupted":

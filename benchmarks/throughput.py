@@ -7,6 +7,7 @@ CleanRL's ppo_atari_envpool.py run with the same settings.
 
     python benchmarks/throughput.py --steps 8192
     python benchmarks/throughput.py --peer /path/to/ppo_atari_envpool.py   # side-by-side ratio
+    python benchmarks/throughput.py --nproc 2   # each script under torchrun, 2 processes
 """
 
 from __future__ import annotations
@@ -52,17 +53,20 @@ class Args:
     """measure everything this many times, interleaved; the table shows medians"""
     json_out: Optional[str] = None
     """also write the table as JSON here"""
+    nproc: int = 1
+    """processes per script under torchrun (--standalone; gloo on CPUs, NCCL on GPUs); num_envs is their total"""
 
 
 DRIVER = r"""
-import dataclasses, json, sys, time
+import dataclasses, json, os, sys, time
 sys.path.insert(0, {root!r})
 import {script} as m
 fields = {{f.name for f in dataclasses.fields(m.Args)}}
 args = m.Args(**{{k: v for k, v in json.loads({kwargs!r}).items() if k in fields}})
 t = time.time()
 out = m.train(args)
-print("RESULT " + json.dumps({{"sps": out["sps"], "global_step": out["global_step"], "wall": time.time() - t}}))
+if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0's SPS counts every process's steps
+    print("RESULT " + json.dumps({{"sps": out["sps"], "global_step": out["global_step"], "wall": time.time() - t}}))
 """
 
 ENV_ONLY = r"""
@@ -110,9 +114,16 @@ def measure_once(args: Args, tmp: str) -> list[dict]:
                   "total_timesteps": max(1, args.steps // batch) * batch, "eval_every": 0, "cuda": args.cuda,
                   "runs_dir": tmp, "checkpoint_every": 0, "log_interval": 1e9}
         code = DRIVER.format(root=str(ROOT), script=script, kwargs=json.dumps(kwargs))
-        out, rss = run_measured([sys.executable, "-c", code], cwd=tmp)
+        cmd = [sys.executable, "-c", code]
+        if args.nproc > 1:  # peak RSS is then the largest process's
+            driver = Path(tmp) / f"{script}_driver.py"
+            driver.write_text(code)
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+                   str(driver)]
+        out, rss = run_measured(cmd, cwd=tmp)
         res = result_of(out)
-        rows.append({"what": f"{script}.py", "num_envs": num_envs, "num_steps": defaults.num_steps,
+        what = f"{script}.py" + (f" x{args.nproc} processes" if args.nproc > 1 else "")
+        rows.append({"what": what, "num_envs": num_envs, "num_steps": defaults.num_steps,
                      "steps": res["global_step"], "sps": res["sps"], "peak_rss_mib": rss})
         print(f"measured {rows[-1]}", flush=True)
 
