@@ -244,3 +244,27 @@ def test_two_machines_on_one_box_train_together(tmp_path):
     assert records[0]["seeds"][0][0] != records[1]["seeds"][0][0]
     assert np.isfinite(torch.load(tmp_path / "runs" / "m" / "checkpoints" / "latest.pt",
                                   weights_only=True)["global_step"])
+
+
+def test_each_process_gets_back_its_own_rng_stream_on_the_same_number_of_processes(script, capsys):
+    streams = [torch.Generator().manual_seed(s).get_state() for s in (11, 22)]
+    saved = {"rng": {"torch": streams[0]}, "rng_by_rank": [{"torch": s} for s in streams], "iteration": 7}
+    before = torch.get_rng_state()
+    try:
+        script.restore_rng(saved, script.Args(), script.Processes(rank=1, world_size=2))
+        assert torch.equal(torch.get_rng_state(), streams[1])
+        script.restore_rng(saved, script.Args(), script.Processes(rank=0, world_size=3))  # another number
+        assert not any(torch.equal(torch.get_rng_state(), s) for s in streams)
+        assert "the RNG streams were reseeded" in capsys.readouterr().out
+    finally:
+        torch.set_rng_state(before)
+
+
+def test_cpu_processes_share_the_machines_cores(script, monkeypatch):
+    calls = []
+    monkeypatch.setattr(script.torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(script.os, "cpu_count", lambda: 16)
+    script.set_threads(script.Args(), script.Processes(world_size=8, local_world_size=4), torch.device("cpu"))
+    script.set_threads(script.Args(), script.Processes(), torch.device("cpu"))  # one process: torch's default
+    script.set_threads(script.Args(threads=3), script.Processes(world_size=2, local_world_size=2), torch.device("cpu"))
+    assert calls == [4, 3]
