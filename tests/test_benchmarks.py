@@ -114,3 +114,13 @@ def test_runner_refuses_an_unknown_game_or_script_before_running_anything(tmp_pa
     with pytest.raises(SystemExit, match="no such script .*: dqn_atari"):
         run.main(run.Args(scripts=["dqn_atari"], runs_dir=str(tmp_path / "bench")))
     assert not (tmp_path / "bench").exists()
+
+
+def test_runner_launches_each_run_under_torchrun_when_asked(tmp_path, capsys):
+    run.main(run.Args(scripts=["ppo_atari"], seeds=[1], runs_dir=str(tmp_path / "bench"), dry_run=True))
+    (alone,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith("run ")]
+    run.main(run.Args(scripts=["ppo_atari"], seeds=[1], runs_dir=str(tmp_path / "bench"), dry_run=True,
+                      nproc_per_node=2))
+    (spread,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith("run ")]
+    launcher = " -m torch.distributed.run --standalone --nproc-per-node=2"
+    assert launcher in spread and spread.replace(launcher, "") == alone  # the same run, its flags unchanged
