@@ -651,17 +651,17 @@ def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed:
     quota = np.full(num_envs, args.eval_episodes // num_envs)
     quota[: args.eval_episodes % num_envs] += 1
     generator = torch.Generator(device).manual_seed(seed)
-    envs = make_envs(args, backend, seed, num_envs)
-    recorder = GameRecorder(args, backend, seed, video) if video is not None else None
+    envs, recorder = make_envs(args, backend, seed, num_envs), None
     frame_stack = FrameStack(num_envs, args.frame_stack, device)
-    frames, lives = envs.reset()
-    frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
-    episode_stats = EpisodeStats(num_envs, lives)
     state = agent.initial_state(num_envs, device)
     starts = torch.ones(num_envs, dtype=torch.bool, device=device)
     scores: list[float] = []
     played = np.zeros(num_envs, np.int64)
     try:
+        recorder = GameRecorder(args, backend, seed, video) if video is not None else None
+        frames, lives = envs.reset()
+        frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
+        episode_stats = EpisodeStats(num_envs, lives)
         while (played < quota).any():
             logits, _, state = agent.step(frame_stack.obs, state, starts)
             if args.eval_greedy:

@@ -216,7 +216,7 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
                     # MP4 through the ffmpeg binary that imageio-ffmpeg ships: no system ffmpeg needed
                     video = module.write_video(Path(args.save_video) / f"episode_{k:03d}.mp4", screen_frames[i], fps)
                     episodes[-1]["video"] = str(video) if video else None
-                    saved_to.append(str(video))
+                    saved_to += [str(video)] if video else []
                 if args.save_frames:
                     folder = Path(args.save_frames) / f"episode_{k:03d}"
                     write_frames(folder, screen_frames[i])

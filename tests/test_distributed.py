@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -46,6 +45,20 @@ def flags(script, tmp_path, iterations, num_envs=4, **extra):
     return flags
 
 
+def run_group(cmd, timeout):
+    """Run torchrun in a process group of its own and kill the whole group on the way out, so a
+    timeout or a failed assertion leaves no worker behind."""
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def drive(script, out, *script_flags, **torchrun_args):
     return torchrun(TESTS / "torchrun_driver.py", script, out, "--", *script_flags, **torchrun_args)
 
@@ -65,8 +78,7 @@ def same_weights(a, b):
 def one_step(tmp_path_factory):
     out = tmp_path_factory.mktemp("one_step")
     subprocess.run([sys.executable, TESTS / "one_step_driver.py", out], check=True, env=ENV, timeout=120)
-    subprocess.run(torchrun(TESTS / "one_step_driver.py", out), check=True, env=ENV, timeout=120,
-                   capture_output=True)
+    assert run_group(torchrun(TESTS / "one_step_driver.py", out), timeout=120).returncode == 0
     return out
 
 
@@ -99,8 +111,8 @@ def two_process_runs(tmp_path_factory):
     def get(script):
         if script not in made:
             tmp = tmp_path_factory.mktemp(script)
-            proc = subprocess.run(drive(script, tmp / "out", *flags(script, tmp, 6, run_name="d", checkpoint_every=2)),
-                                  env=ENV, capture_output=True, text=True, timeout=180)
+            proc = run_group(drive(script, tmp / "out", *flags(script, tmp, 6, run_name="d", checkpoint_every=2)),
+                             timeout=180)
             assert proc.returncode == 0, proc.stderr[-3000:]
             made[script] = (tmp, proc)
         return made[script]
@@ -163,8 +175,7 @@ def test_resuming_on_another_number_of_processes_continues_and_says_the_rng_was_
 
 
 def test_a_num_envs_that_the_processes_do_not_divide_is_one_sentence_from_each(tmp_path):
-    proc = subprocess.run(drive("ppo_atari", tmp_path / "out", *flags("ppo_atari", tmp_path, 2, num_envs=3)),
-                          env=ENV, capture_output=True, text=True, timeout=120)
+    proc = run_group(drive("ppo_atari", tmp_path / "out", *flags("ppo_atari", tmp_path, 2, num_envs=3)), timeout=120)
     sentence = ("error: --num-envs (3) is the total over all processes, so it must be divisible by their "
                 "number (2).")
     assert proc.returncode != 0 and proc.stderr.count(sentence) == 2
@@ -186,7 +197,8 @@ def test_sigint_to_torchrun_stops_every_process_at_one_iteration_with_one_checkp
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        assert wait_for(lambda: len(list(out.glob("pid_*"))) == 2 and time.sleep(3) is None)  # training now
+        assert wait_for(lambda: len(list(out.glob("pid_*"))) == 2)
+        time.sleep(3)  # both processes are training by now
         proc.send_signal(signal.SIGINT)
         stdout, _ = proc.communicate(timeout=120)
     finally:
@@ -235,15 +247,21 @@ def test_two_machines_on_one_box_train_together(tmp_path):
     out, port = tmp_path / "out", free_port()
     cmds = [drive("a2c_atari", out, *flags("a2c_atari", tmp_path, 4, run_name="m"), nproc=1, nnodes=2,
                   node_rank=node, port=port) for node in (0, 1)]
-    procs = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
-    results = [p.communicate(timeout=180) for p in procs]
+    procs = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) for c in cmds]
+    try:
+        results = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
     assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
     models = [torch.load(out / f"model_{r}_0.pt", weights_only=True) for r in (0, 1)]
     assert same_weights(*models)
     records = load_records(out)
     assert records[0]["seeds"][0][0] != records[1]["seeds"][0][0]
-    assert np.isfinite(torch.load(tmp_path / "runs" / "m" / "checkpoints" / "latest.pt",
-                                  weights_only=True)["global_step"])
+    state = torch.load(tmp_path / "runs" / "m" / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["global_step"] == 4 * 4 * TINY["a2c_atari"]["num_steps"] and same_weights(state["model"], models[0])
 
 
 def test_each_process_gets_back_its_own_rng_stream_on_the_same_number_of_processes(script, capsys):
