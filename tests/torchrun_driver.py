@@ -1,6 +1,6 @@
 """Runs a training script's main() as one of torchrun's processes and records what this process did,
 for tests/test_distributed.py: the seeds of its envs, the games it finished, its weights at the
-end, the iteration it stopped at, its pid, and that it returned normally.
+end, the iteration it stopped at, its pid, and its exit status when main() ends it normally.
 
     torchrun ... tests/torchrun_driver.py SCRIPT OUT_DIR -- <the script's flags>
 """
@@ -41,8 +41,17 @@ def recording_finish(self, iteration, global_step):
     return finish(self, iteration, global_step)
 
 
+real_exit = os._exit
+
+
+def recording_exit(code):  # main() leaves a finished torchrun run through os._exit
+    record["returned"], record["exit_code"] = True, code
+    (out / f"rank_{rank}_{restart}.json").write_text(json.dumps(record))
+    real_exit(code)
+
+
 module.make_envs, module.collect_rollout, module.RunLog.finish = recording_make_envs, recording_collect_rollout, recording_finish
+os._exit = recording_exit
 sys.argv = [f"{script}.py"] + sys.argv[sys.argv.index("--") + 1:]
 module.main()
-record["returned"] = True
-(out / f"rank_{rank}_{restart}.json").write_text(json.dumps(record))
+recording_exit(1)  # main() returned without leaving: not what a torchrun process should do
