@@ -88,6 +88,8 @@ class Args:
     """vectorised emulator: envpool, ale-py's AtariVectorEnv, or auto (envpool where it imports)"""
     env_threads: int = 0
     """emulator worker threads (0: the backend's default)"""
+    overlap: bool = True
+    """step half the envs while the policy runs on the other half (the same transitions; --no-overlap: all in lockstep)"""
     frame_skip: int = 4
     """agent steps repeat the action this many frames; the observation max-pools the last two"""
     frame_stack: int = 4
@@ -304,10 +306,19 @@ class AtariEnvs:
         obs, info = self.envs.reset() if self.backend == "envpool" else self.envs.reset(seed=self.seed)
         return self.frames(obs), info["lives"].astype(np.int64)
 
-    def step(self, actions: np.ndarray):
-        obs, reward, terminated, truncated, info = self.envs.step(actions)
+    def send(self, actions: np.ndarray) -> None:
+        """Set every env stepping; the emulators run on their own threads until recv()."""
+        self.envs.send(actions)
+
+    def recv(self):
+        """Wait for the step that send() began: (frames, rewards, terminated, truncated, lives), in env order."""
+        obs, reward, terminated, truncated, info = self.envs.recv()
         return (self.frames(obs), reward.astype(np.float32), terminated.astype(bool), truncated.astype(bool),
                 info["lives"].astype(np.int64))
+
+    def step(self, actions: np.ndarray):
+        self.send(actions)
+        return self.recv()
 
     def close(self) -> None:
         self.envs.close()
@@ -367,6 +378,42 @@ class FrameStack:
         keep = (~episode_start).view(-1, 1, 1, 1).to(torch.uint8)
         self.frames = torch.cat([(self.frames * keep)[..., 1:], frame.unsqueeze(-1)], dim=-1)
         return self.obs
+
+
+@dataclass
+class EnvGroup:
+    """Envs stepped together, with their frame stack, game statistics and columns in the rollout."""
+
+    envs: AtariEnvs
+    frame_stack: FrameStack
+    episode_stats: EpisodeStats
+    columns: slice
+
+
+class EnvGroups(list):
+    """This process's envs: one group, or with --overlap two halves, so that one half's emulators
+    step while the policy runs on the other half's observations. Env i is seeded seed + i either
+    way, so the same actions give the same games."""
+
+    def __init__(self, args: Args, backend: str, seed: int, num_envs: int, device: torch.device):
+        super().__init__()
+        bounds = [0, num_envs // 2, num_envs] if args.overlap and num_envs > 1 else [0, num_envs]
+        for start, stop in zip(bounds, bounds[1:]):
+            envs = make_envs(args, backend, seed + start, stop - start)
+            frames, lives = envs.reset()
+            frame_stack = FrameStack(stop - start, args.frame_stack, device)
+            frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(stop - start, dtype=torch.bool, device=device))
+            self.append(EnvGroup(envs, frame_stack, EpisodeStats(stop - start, lives), slice(start, stop)))
+        self.num_actions = self[0].envs.num_actions
+
+    @property
+    def obs(self) -> torch.Tensor:
+        """Every env's stacked frames, (num_envs, frame_stack, 84, 84)."""
+        return torch.cat([g.frame_stack.obs for g in self]) if len(self) > 1 else self[0].frame_stack.obs
+
+    def close(self) -> None:
+        for group in self:
+            group.envs.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,40 +528,58 @@ def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).index_select(0, idx).view(idx.shape[0], *x.shape[1:]) if x.dim() > 1 else x.index_select(0, idx)
 
 
-def collect_rollout(policy, envs: AtariEnvs, frame_stack: FrameStack, episode_stats: EpisodeStats,
-                    buf: RolloutBuffer, args: Args, device: torch.device) -> list[tuple[float, int]]:
+def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, args: Args, device: torch.device):
     """Fill `buf` with num_steps steps of every env; returns the (score, length) of each game that ended.
 
-    The only host/device exchange per step is the actions out and one packed copy in.
+    Each step, each group in turn takes in the step its emulators were running, then chooses its
+    next actions from those observations and sets the emulators going again: with two groups the
+    policy runs on one while the other's emulators step, and every action still comes from the
+    current policy and the env's latest observation. The only host/device exchange per step is the
+    actions out and one packed copy in.
     """
-    finished = []
-    for t in range(buf.obs.shape[0]):
-        buf.obs[t] = frame_stack.obs
-        with torch.no_grad():
-            action, logprob, value = policy(frame_stack.obs)
-        buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
-
-        resetting = episode_stats.ended.copy()  # these envs start a new game on this step
-        # After a lost life, FIRE relaunches play, as baselines' FireResetEnv presses it on each
-        # episodic-life reset: that step is the env's, not the agent's, so it stays out of the loss.
-        actions, forced = action.cpu().numpy(), episode_stats.life_lost & args.episodic_life
-        if forced.any() and envs.fire_action is not None:
-            actions = np.where(forced, envs.fire_action, actions)
-        else:
-            forced[:] = False
-        frames, raw_rewards, terminated, truncated, lives = envs.step(actions)
-        valid, life_lost, returns, lengths = episode_stats.update(raw_rewards, terminated, truncated, lives)
-        finished.extend(zip(returns.tolist(), lengths.tolist()))
-
-        rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
-        dones = terminated | truncated | (life_lost & args.episodic_life)
-        cut = truncated & ~terminated & args.time_limit_bootstrap
-        host = np.stack([rewards, dones, cut, valid & ~forced]).astype(np.float32)
-        # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t] and buf.valid[t]: they are views of it.
-        buf.step_data[t].copy_(torch.from_numpy(host), non_blocking=True)
-        frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
-                         torch.from_numpy(resetting).to(device, non_blocking=True))
+    finished, num_steps = [], buf.obs.shape[0]
+    for t in range(num_steps + 1):
+        for group in envs:
+            if t > 0:
+                finished += receive_step(group, buf, t - 1, args, device)
+            if t < num_steps:
+                send_actions(policy, group, buf, t, args)
     return finished
+
+
+def fire_forced(group: EnvGroup, args: Args) -> np.ndarray:
+    """Envs whose next action is FIRE, not the agent's: after a lost life FIRE relaunches play, as
+    baselines' FireResetEnv presses it on each episodic-life reset."""
+    return group.episode_stats.life_lost & (args.episodic_life and group.envs.fire_action is not None)
+
+
+def send_actions(policy, group: EnvGroup, buf: RolloutBuffer, t: int, args: Args) -> None:
+    """Choose the group's actions for step t and set its emulators stepping."""
+    obs, columns = group.frame_stack.obs, group.columns
+    buf.obs[t, columns] = obs
+    with torch.no_grad():
+        action, logprob, value = policy(obs)
+    buf.actions[t, columns], buf.logprobs[t, columns], buf.values[t, columns] = action, logprob, value
+    actions, forced = action.cpu().numpy(), fire_forced(group, args)
+    group.envs.send(np.where(forced, group.envs.fire_action, actions) if forced.any() else actions)
+
+
+def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device: torch.device) -> list:
+    """Take in the group's step t: game statistics, the step's data in `buf`, the new frames."""
+    resetting = group.episode_stats.ended.copy()  # these envs started a new game on this step
+    forced = fire_forced(group, args)  # that step is the env's, not the agent's: out of the loss
+    frames, raw_rewards, terminated, truncated, lives = group.envs.recv()
+    valid, life_lost, returns, lengths = group.episode_stats.update(raw_rewards, terminated, truncated, lives)
+
+    rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
+    dones = terminated | truncated | (life_lost & args.episodic_life)
+    cut = truncated & ~terminated & args.time_limit_bootstrap
+    host = np.stack([rewards, dones, cut, valid & ~forced]).astype(np.float32)
+    # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t] and buf.valid[t]: they are views of it.
+    buf.step_data[t, :, group.columns].copy_(torch.from_numpy(host), non_blocking=True)
+    group.frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
+                           torch.from_numpy(resetting).to(device, non_blocking=True))
+    return list(zip(returns.tolist(), lengths.tolist()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1207,7 +1272,8 @@ def train(args: Args) -> dict:
     global_step = 0 if resume is None else resume["global_step"]
     # A resumed run starts fresh games (emulator state is not saved), seeded apart from the first;
     # each process's envs take the next num_envs seeds, so no two processes share one.
-    envs = make_envs(args, backend, args.seed + (start_iteration - 1) * args.num_envs + procs.rank * num_envs, num_envs)
+    envs = EnvGroups(args, backend, args.seed + (start_iteration - 1) * args.num_envs + procs.rank * num_envs,
+                     num_envs, device)
     agent = Agent(envs.num_actions, args.frame_stack).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     if resume is not None:
@@ -1229,10 +1295,6 @@ def train(args: Args) -> dict:
         policy, gae_fn, loss_fn = torch.compile(policy), torch.compile(gae_fn), torch.compile(loss_fn)
 
     buf = RolloutBuffer(args.num_steps, num_envs, args.frame_stack, device)
-    frame_stack = FrameStack(num_envs, args.frame_stack, device)
-    frames, lives = envs.reset()
-    frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
-    episode_stats = EpisodeStats(num_envs, lives)
 
     evaluate_agent = functools.partial(evaluate, agent, args, backend, device)
     iteration = start_iteration - 1
@@ -1241,10 +1303,10 @@ def train(args: Args) -> dict:
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
 
-            games = collect_rollout(policy, envs, frame_stack, episode_stats, buf, args, device)
+            games = collect_rollout(policy, envs, buf, args, device)
             global_step += batch_size
             with torch.no_grad():
-                last_value = agent(frame_stack.obs)[1]
+                last_value = agent(envs.obs)[1]
                 rewards = buf.rewards
                 if args.time_limit_bootstrap:
                     rewards = bootstrap_truncations(rewards, buf.values, last_value, buf.truncations, args.gamma)

@@ -67,17 +67,12 @@ def rollout(backend, reset_on_life_loss=False):
     # whole games for learning, so that only the backend's reset steps are invalid (no FIRE after a lost life)
     args = L.Args(num_envs=3, num_steps=48, max_episode_frames=120, lstm_hidden_size=16,
                   reset_on_life_loss=reset_on_life_loss, episodic_life=False)
-    envs = L.make_envs(args, backend, seed=1, num_envs=3)
+    envs = L.EnvGroups(args, backend, seed=1, num_envs=3, device=CPU)  # overlapped: groups of 1 and 2 envs
     agent = L.Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size)
     buf = L.RolloutBuffer(args.num_steps, 3, args.frame_stack, CPU)
-    stack = L.FrameStack(3, args.frame_stack, CPU)
-    frames, lives = envs.reset()
-    stack.push(torch.from_numpy(frames), torch.ones(3, dtype=torch.bool))
-    stats = L.EpisodeStats(3, lives)
     state = (torch.randn(1, 3, 16), torch.randn(1, 3, 16))  # as if carried from an earlier rollout
     starts = torch.zeros(3, dtype=torch.bool)
-    out = L.collect_rollout(lambda o, s, st: L.policy_step(agent, o, s, st), envs, stack, stats, buf,
-                            state, starts, args, CPU)
+    out = L.collect_rollout(lambda o, s, st: L.policy_step(agent, o, s, st), envs, buf, state, starts, args, CPU)
     envs.close()
     return agent, buf, out
 

@@ -18,25 +18,32 @@ def rollout(backend, num_steps=64, sent=None, **overrides):
     `sent` (a list) receives the (actions, lives) of every env step."""
     torch.manual_seed(0)
     args = P.Args(num_envs=3, num_steps=num_steps, **{"max_episode_frames": 120, **overrides})
-    envs = P.make_envs(args, backend, seed=1, num_envs=3)
-    if sent is not None:
-        step = envs.step
-
-        def spy(actions):
-            out = step(actions)
-            sent.append((np.array(actions), out[4]))
-            return out
-
-        envs.step = spy
+    envs = P.EnvGroups(args, backend, seed=1, num_envs=3, device=CPU)  # overlapped: groups of 1 and 2 envs
+    spies = [spy_on(group.envs) for group in envs] if sent is not None else []
     agent = P.Agent(envs.num_actions)
     buf = P.RolloutBuffer(num_steps, 3, 4, CPU)
-    stack = P.FrameStack(3, 4, CPU)
-    frames, lives = envs.reset()
-    stack.push(torch.from_numpy(frames), torch.ones(3, dtype=torch.bool))
-    stats = P.EpisodeStats(3, lives)
-    P.collect_rollout(lambda obs: P.policy_step(agent, obs), envs, stack, stats, buf, args, CPU)
+    P.collect_rollout(lambda obs: P.policy_step(agent, obs), envs, buf, args, CPU)
     envs.close()
-    return agent, buf, stack, args
+    if sent is not None:  # every env's action and lives at each step, in env order
+        sent += [tuple(np.concatenate([spy[t][i] for spy in spies]) for i in (0, 1)) for t in range(num_steps)]
+    return agent, buf, envs, args
+
+
+def spy_on(envs):
+    """Records (actions sent, lives received) of each step of `envs`."""
+    steps, send, recv = [], envs.send, envs.recv
+
+    def spy_send(actions):
+        steps.append([np.array(actions)])
+        send(actions)
+
+    def spy_recv():
+        out = recv()
+        steps[-1].append(out[4])
+        return out
+
+    envs.send, envs.recv = spy_send, spy_recv
+    return steps
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -33,10 +33,13 @@ DIFFERS_ON_PURPOSE = {
     "policy_step": "carries the LSTM state",
     "RolloutBuffer": "also holds the episode starts and the LSTM state at the rollout's start",
     "collect_rollout": "carries the LSTM state and records episode starts",
+    "send_actions": "advances the group's columns of the LSTM state",
+    "receive_step": "records episode starts",
     "evaluate": "carries the LSTM state",
     "train": "the learning code itself, which is what differs between the algorithms",
 }
-FEEDFORWARD_SHARED = ["NETWORK_ARGS", "Agent", "policy_step", "RolloutBuffer", "collect_rollout", "evaluate"]
+FEEDFORWARD_SHARED = ["NETWORK_ARGS", "Agent", "policy_step", "RolloutBuffer", "collect_rollout", "send_actions",
+                      "receive_step", "evaluate"]
 # Common Args fields that one script sets apart on purpose, and why.
 COMMON_ARGS_DIFFER = {("a2c_lstm_atari", "frame_stack"): "the LSTM carries the history, so it sees 1 frame"}
 
