@@ -47,17 +47,17 @@ def scripted_rollout(script, backend, overlap: bool, actions: np.ndarray):
         def policy(obs):
             return *chosen(obs), torch.zeros(len(obs))
 
-        games, state = script.collect_rollout(policy, envs, buf, args, CPU), None
+        games, state, agent = script.collect_rollout(policy, envs, buf, args, CPU), None, None
     last_obs = envs.obs.clone()
     envs.close()
-    return buf, games, state, last_obs
+    return buf, games, state, last_obs, agent
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_overlapped_rollout_stores_the_transitions_of_the_lockstep_one(script, backend):
     actions = np.random.default_rng(0).integers(0, 4, (NUM_STEPS, NUM_ENVS))
-    serial, serial_games, serial_state, serial_obs = scripted_rollout(script, backend, False, actions)
-    overlapped, games, state, obs = scripted_rollout(script, backend, True, actions)
+    serial, serial_games, serial_state, serial_obs, _ = scripted_rollout(script, backend, False, actions)
+    overlapped, games, state, obs, agent = scripted_rollout(script, backend, True, actions)
     assert serial.valid.sum() < serial.valid.numel() and serial.dones.any()  # games and lives end inside it
     assert torch.equal(overlapped.frames, serial.frames)
     assert torch.equal(overlapped.actions, serial.actions)
@@ -69,7 +69,11 @@ def test_overlapped_rollout_stores_the_transitions_of_the_lockstep_one(script, b
         # each env's state saw exactly its own observations and starts, in order
         assert torch.allclose(overlapped.values, serial.values, atol=1e-6)
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(state, serial_state))
-        assert not torch.allclose(state[0][:, 0], state[0][:, 1])
+        # and it is the state the training unroll computes from the stored observations and starts
+        with torch.no_grad():
+            _, values, unrolled_state = agent(overlapped.obs, overlapped.initial_state, overlapped.starts)
+        assert torch.allclose(values, overlapped.values, atol=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(state, unrolled_state))
 
 
 def test_overlap_splits_the_envs_in_two_seeded_as_one_group(script):
