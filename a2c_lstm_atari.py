@@ -70,6 +70,8 @@ class Args:
     """use CUDA when it is available (falls back to the CPU otherwise)"""
     compile: bool = False
     """wrap the policy step, the return computation and the loss in torch.compile"""
+    autocast: Literal["off", "bf16"] = "off"
+    """bf16: the rollout's and update's forward passes and losses under torch.autocast (weights, optimizer: fp32)"""
     threads: int = 0
     """CPU threads for torch (0: torch's default)"""
     runs_dir: str = "runs"
@@ -93,7 +95,7 @@ class Args:
     env_threads: int = 0
     """emulator worker threads (0: the backend's default)"""
     overlap: bool = True
-    """step half the envs while the policy runs on the other half (the same transitions; --no-overlap: all in lockstep)"""
+    """step half the envs while the policy runs on the other half (same transitions); --no-overlap: lockstep"""
     frame_skip: int = 4
     """agent steps repeat the action this many frames; the observation max-pools the last two"""
     frame_stack: int = 1
@@ -403,7 +405,8 @@ class EnvGroups(list):
             envs = make_envs(args, backend, seed + start, stop - start)
             frames, lives = envs.reset()
             frame_stack = FrameStack(stop - start, args.frame_stack, device)
-            frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(stop - start, dtype=torch.bool, device=device))
+            first = torch.ones(stop - start, dtype=torch.bool, device=device)
+            frame_stack.push(torch.from_numpy(frames).to(device), first)
             self.append(EnvGroup(envs, frame_stack, EpisodeStats(stop - start, lives), slice(start, stop)))
         self.num_actions = self[0].envs.num_actions
 
@@ -450,6 +453,12 @@ def unroll_lstm(lstm: nn.LSTM, x: torch.Tensor, state: tuple, starts: torch.Tens
     return torch.cat(outputs), (h, c)
 
 
+def autocast(args: Args, device: torch.device):
+    """--autocast bf16: the ops torch.autocast lists as safe (convolutions, matrix products) run in
+    bfloat16; everything else, and the weights, gradients and optimizer, stay fp32."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=args.autocast == "bf16")
+
+
 class Agent(nn.Module):
     """Nature-CNN trunk (Mnih et al. 2015), an LSTM, then an actor and a critic head.
 
@@ -485,7 +494,8 @@ class Agent(nn.Module):
         steps, num_envs = starts.shape
         hidden = self.network(obs.flatten(0, 1).float().contiguous(memory_format=torch.channels_last))
         outputs, state = unroll_lstm(self.lstm, hidden.view(steps, num_envs, -1), state, starts)
-        return self.actor(outputs), self.critic(outputs).squeeze(-1), state
+        # fp32 outputs (a no-op without --autocast): the distributions and the losses stay fp32
+        return self.actor(outputs).float(), self.critic(outputs).squeeze(-1).float(), state
 
     def step(self, obs: torch.Tensor, state: tuple, starts: torch.Tensor):
         """One step of every env: obs (N, frame_stack, 84, 84), starts (N,)."""
@@ -1317,7 +1327,8 @@ def train(args: Args) -> dict:
     over_processes = sum_over_processes if procs.world_size > 1 else None
 
     def policy(obs, state, starts):
-        return policy_step(agent, obs, state, starts)
+        with autocast(args, device):
+            return policy_step(agent, obs, state, starts)
 
     gae_fn, loss_fn = compute_gae, a2c_loss
     if args.compile:
@@ -1340,7 +1351,7 @@ def train(args: Args) -> dict:
 
             games, state, starts = collect_rollout(policy, envs, buf, state, starts, args, device)
             global_step += batch_size
-            with torch.no_grad():
+            with torch.no_grad(), autocast(args, device):
                 last_value = agent.step(envs.obs, state, starts)[1]
                 rewards = buf.rewards
                 if args.time_limit_bootstrap:
@@ -1348,11 +1359,12 @@ def train(args: Args) -> dict:
                 advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
 
             # truncated BPTT: unroll from the state stored at the rollout's start
-            logits, values, _ = agent(buf.obs, buf.initial_state, buf.starts)
-            logits, values = logits.flatten(0, 1), values.flatten()
-            loss, losses = loss_fn(logits, values, buf.actions.flatten(), advantages.flatten(), returns.flatten(),
-                                   buf.valid.flatten(), value_loss=args.value_loss, norm_adv=args.norm_adv,
-                                   ent_coef=args.ent_coef, vf_coef=args.vf_coef, over_processes=over_processes)
+            with autocast(args, device):
+                logits, values, _ = agent(buf.obs, buf.initial_state, buf.starts)
+                loss, losses = loss_fn(logits.flatten(0, 1), values.flatten(), buf.actions.flatten(),
+                                       advantages.flatten(), returns.flatten(), buf.valid.flatten(),
+                                       value_loss=args.value_loss, norm_adv=args.norm_adv, ent_coef=args.ent_coef,
+                                       vf_coef=args.vf_coef, over_processes=over_processes)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if over_processes is not None:

@@ -66,6 +66,8 @@ class Args:
     """use CUDA when it is available (falls back to the CPU otherwise)"""
     compile: bool = False
     """wrap the policy step, the return computation and the loss in torch.compile"""
+    autocast: Literal["off", "bf16"] = "off"
+    """bf16: the rollout's and update's forward passes and losses under torch.autocast (weights, optimizer: fp32)"""
     threads: int = 0
     """CPU threads for torch (0: torch's default)"""
     runs_dir: str = "runs"
@@ -89,7 +91,7 @@ class Args:
     env_threads: int = 0
     """emulator worker threads (0: the backend's default)"""
     overlap: bool = True
-    """step half the envs while the policy runs on the other half (the same transitions; --no-overlap: all in lockstep)"""
+    """step half the envs while the policy runs on the other half (same transitions); --no-overlap: lockstep"""
     frame_skip: int = 4
     """agent steps repeat the action this many frames; the observation max-pools the last two"""
     frame_stack: int = 4
@@ -402,7 +404,8 @@ class EnvGroups(list):
             envs = make_envs(args, backend, seed + start, stop - start)
             frames, lives = envs.reset()
             frame_stack = FrameStack(stop - start, args.frame_stack, device)
-            frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(stop - start, dtype=torch.bool, device=device))
+            first = torch.ones(stop - start, dtype=torch.bool, device=device)
+            frame_stack.push(torch.from_numpy(frames).to(device), first)
             self.append(EnvGroup(envs, frame_stack, EpisodeStats(stop - start, lives), slice(start, stop)))
         self.num_actions = self[0].envs.num_actions
 
@@ -435,6 +438,12 @@ class PixelConv2d(nn.Conv2d):
         return self._conv_forward(x, self.weight / 255.0, self.bias)
 
 
+def autocast(args: Args, device: torch.device):
+    """--autocast bf16: the ops torch.autocast lists as safe (convolutions, matrix products) run in
+    bfloat16; everything else, and the weights, gradients and optimizer, stay fp32."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=args.autocast == "bf16")
+
+
 class Agent(nn.Module):
     """Nature-CNN trunk (Mnih et al. 2015) with an actor and a critic head.
 
@@ -456,7 +465,8 @@ class Agent(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.network(obs.float().contiguous(memory_format=torch.channels_last))
-        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+        # fp32 outputs (a no-op without --autocast): the distributions and the losses stay fp32
+        return self.actor(hidden).float(), self.critic(hidden).squeeze(-1).float()
 
 
 def policy_step(agent: Agent, obs: torch.Tensor):
@@ -650,7 +660,8 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: d
         for start in range(0, batch_size, minibatch_size):
             mb = {k: gather_rows(v, order[start:start + minibatch_size]) for k, v in batch.items()}
             obs = mb.pop("frames").permute(0, 3, 1, 2)  # the channels_last view the network reads
-            loss, figures = loss_fn(agent, obs, **mb, **hyperparameters)
+            with autocast(args, obs.device):
+                loss, figures = loss_fn(agent, obs, **mb, **hyperparameters)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if over_processes is not None:
@@ -1285,7 +1296,8 @@ def train(args: Args) -> dict:
     over_processes = sum_over_processes if procs.world_size > 1 else None
 
     def policy(obs):
-        return policy_step(agent, obs)
+        with autocast(args, device):
+            return policy_step(agent, obs)
 
     gae_fn, loss_fn = compute_gae, ppo_loss
     if args.compile:
@@ -1305,7 +1317,7 @@ def train(args: Args) -> dict:
 
             games = collect_rollout(policy, envs, buf, args, device)
             global_step += batch_size
-            with torch.no_grad():
+            with torch.no_grad(), autocast(args, device):
                 last_value = agent(envs.obs)[1]
                 rewards = buf.rewards
                 if args.time_limit_bootstrap:
