@@ -37,7 +37,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -523,6 +523,20 @@ class RolloutBuffer:
         # truncations: cap to bootstrap through; valid: 0 where the action was not the agent's (a reset
         # step ignores it; after a lost life FIRE replaces it).
         self.rewards, self.dones, self.truncations, self.valid = self.step_data.unbind(1)
+
+
+@contextmanager
+def rollout_threads(envs: EnvGroups, device: torch.device):
+    """With two env groups on the CPU, the network steps on one thread, so the other group's
+    emulators have the other cores (without this, the overlap was slower than lockstep on 2 cores);
+    the update gets every thread back."""
+    threads = torch.get_num_threads()
+    if len(envs) > 1 and device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, args: Args, device: torch.device):
@@ -1288,7 +1302,8 @@ def train(args: Args) -> dict:
             lr = learning_rate_at(global_step, args)
             optimizer.param_groups[0]["lr"] = lr
 
-            games = collect_rollout(policy, envs, buf, args, device)
+            with rollout_threads(envs, device):
+                games = collect_rollout(policy, envs, buf, args, device)
             global_step += batch_size
             with torch.no_grad(), autocast(args, device):
                 last_value = agent(envs.obs)[1]

@@ -40,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -574,6 +574,20 @@ def fire_forced(group: EnvGroup, args: Args) -> np.ndarray:
     """Envs whose next action is FIRE, not the agent's: after a lost life FIRE relaunches play, as
     baselines' FireResetEnv presses it on each episodic-life reset."""
     return group.episode_stats.life_lost & (args.episodic_life and group.envs.fire_action is not None)
+
+
+@contextmanager
+def rollout_threads(envs: EnvGroups, device: torch.device):
+    """With two env groups on the CPU, the network steps on one thread, so the other group's
+    emulators have the other cores (without this, the overlap was slower than lockstep on 2 cores);
+    the update gets every thread back."""
+    threads = torch.get_num_threads()
+    if len(envs) > 1 and device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, state: tuple, starts: torch.Tensor, args: Args,
@@ -1349,7 +1363,8 @@ def train(args: Args) -> dict:
             lr = learning_rate_at(global_step, args)
             optimizer.param_groups[0]["lr"] = lr
 
-            games, state, starts = collect_rollout(policy, envs, buf, state, starts, args, device)
+            with rollout_threads(envs, device):
+                games, state, starts = collect_rollout(policy, envs, buf, state, starts, args, device)
             global_step += batch_size
             with torch.no_grad(), autocast(args, device):
                 last_value = agent.step(envs.obs, state, starts)[1]

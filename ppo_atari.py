@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -536,6 +536,20 @@ class RolloutBuffer:
 def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x[idx] for a contiguous x, via index_select on flattened rows (several times faster on CPU)."""
     return x.flatten(1).index_select(0, idx).view(idx.shape[0], *x.shape[1:]) if x.dim() > 1 else x.index_select(0, idx)
+
+
+@contextmanager
+def rollout_threads(envs: EnvGroups, device: torch.device):
+    """With two env groups on the CPU, the network steps on one thread, so the other group's
+    emulators have the other cores (without this, the overlap was slower than lockstep on 2 cores);
+    the update gets every thread back."""
+    threads = torch.get_num_threads()
+    if len(envs) > 1 and device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, args: Args, device: torch.device):
@@ -1315,7 +1329,8 @@ def train(args: Args) -> dict:
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
 
-            games = collect_rollout(policy, envs, buf, args, device)
+            with rollout_threads(envs, device):
+                games = collect_rollout(policy, envs, buf, args, device)
             global_step += batch_size
             with torch.no_grad(), autocast(args, device):
                 last_value = agent(envs.obs)[1]

@@ -8,6 +8,7 @@ CleanRL's ppo_atari_envpool.py run with the same settings.
     python benchmarks/throughput.py --steps 8192
     python benchmarks/throughput.py --peer /path/to/ppo_atari_envpool.py   # side-by-side ratio
     python benchmarks/throughput.py --nproc 2   # each script under torchrun, 2 processes
+    python benchmarks/throughput.py --variants default no-overlap autocast=bf16   # each script 3 ways
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Args:
     """measure everything this many times, interleaved; the table shows medians"""
     json_out: Optional[str] = None
     """also write the table as JSON here"""
+    variants: list[str] = field(default_factory=lambda: ["default"])
+    """ways to run each script: default, or flags without their dashes (no-overlap, autocast=bf16, "no-overlap autocast=bf16")"""
     nproc: int = 1
     """processes per script under torchrun (--standalone; gloo on CPUs, NCCL on GPUs); num_envs is their total"""
 
@@ -62,7 +65,9 @@ import dataclasses, json, os, sys, time
 sys.path.insert(0, {root!r})
 import {script} as m
 fields = {{f.name for f in dataclasses.fields(m.Args)}}
-args = m.Args(**{{k: v for k, v in json.loads({kwargs!r}).items() if k in fields}})
+import tyro
+args = tyro.cli(m.Args, args={flags!r})
+args = dataclasses.replace(args, **{{k: v for k, v in json.loads({kwargs!r}).items() if k in fields}})
 t = time.time()
 out = m.train(args)
 if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0's SPS counts every process's steps
@@ -104,7 +109,8 @@ def result_of(output: str) -> dict:
 
 def measure_once(args: Args, tmp: str) -> list[dict]:
     rows = []
-    for script in args.scripts:
+    for script, variant in [(s, v) for s in args.scripts for v in args.variants]:
+        flags = [] if variant == "default" else [f"--{f}".replace("=", " ", 1) for f in variant.split()]
         sys.path.insert(0, str(ROOT))
         module = __import__(script)
         defaults = module.Args()
@@ -113,7 +119,7 @@ def measure_once(args: Args, tmp: str) -> list[dict]:
         kwargs = {"env_id": args.env_id, "env_backend": args.env_backend, "num_envs": num_envs,
                   "total_timesteps": max(1, args.steps // batch) * batch, "eval_every": 0, "cuda": args.cuda,
                   "runs_dir": tmp, "checkpoint_every": 0, "log_interval": 1e9}
-        code = DRIVER.format(root=str(ROOT), script=script, kwargs=json.dumps(kwargs))
+        code = DRIVER.format(root=str(ROOT), script=script, kwargs=json.dumps(kwargs), flags=" ".join(flags).split())
         cmd = [sys.executable, "-c", code]
         if args.nproc > 1:  # peak RSS is then the largest process's
             driver = Path(tmp) / f"{script}_driver.py"
@@ -122,7 +128,7 @@ def measure_once(args: Args, tmp: str) -> list[dict]:
                    str(driver)]
         out, rss = run_measured(cmd, cwd=tmp)
         res = result_of(out)
-        what = f"{script}.py" + (f" x{args.nproc} processes" if args.nproc > 1 else "")
+        what = f"{script}.py" + (f" {' '.join(flags)}" if flags else "") + (f" x{args.nproc} processes" if args.nproc > 1 else "")
         rows.append({"what": what, "num_envs": num_envs, "num_steps": defaults.num_steps,
                      "steps": res["global_step"], "sps": res["sps"], "peak_rss_mib": rss})
         print(f"measured {rows[-1]}", flush=True)
@@ -160,15 +166,17 @@ def main(args: Args) -> list[dict]:
     device = torch.cuda.get_device_name(0) if args.cuda and torch.cuda.is_available() else \
         f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     print(f"\n{args.env_id}, {device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
-    print("| what | num_envs | steps timed | SPS | peak RSS (MiB) |")
-    print("|---|---|---|---|---|")
+    ceiling = {r["num_envs"]: r["sps"] for r in rows if r["what"].startswith("env only")}
+    print("| what | num_envs | steps timed | SPS | of the env-only SPS | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {r['peak_rss_mib']:,.0f} |")
+        share = "" if r["what"].startswith("env only") else f"{r['sps'] / ceiling[r['num_envs']]:.0%}"
+        print(f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {share} | {r['peak_rss_mib']:,.0f} |")
     peer = [r for r in rows if r["what"].endswith("(peer)")]
     if peer:
         i_peer = rows.index(peer[0])
         for i, r in enumerate(rows):
-            if r["what"].endswith(".py") and r["num_envs"] == peer[0]["num_envs"]:
+            if ".py" in r["what"] and "(peer)" not in r["what"] and r["num_envs"] == peer[0]["num_envs"]:
                 each = ", ".join(f"{run[i]['sps'] / run[i_peer]['sps']:.2f}" for run in runs)
                 print(f"\n{r['what']} / peer: SPS x{r['sps'] / peer[0]['sps']:.2f} (medians; each repeat: {each}), "
                       f"peak RSS x{r['peak_rss_mib'] / peer[0]['peak_rss_mib']:.2f}")
