@@ -99,3 +99,17 @@ def test_an_overlapped_run_is_bit_reproducible(script, tmp_path):
         outs.append(torch.load(out["checkpoint"], weights_only=True))
     assert all(torch.equal(outs[0]["model"][k], outs[1]["model"][k]) for k in outs[0]["model"])
     assert outs[0]["global_step"] == outs[1]["global_step"] > 0
+
+
+def test_cpu_overlap_steps_the_network_on_one_thread_and_the_update_gets_them_back(script):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for overlap, inside in ((True, 1), (False, 2)):
+            envs = script.EnvGroups(script.Args(num_envs=2, overlap=overlap), "ale", seed=1, num_envs=2, device=CPU)
+            envs.close()
+            with script.rollout_threads(envs, CPU):
+                assert torch.get_num_threads() == inside
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
