@@ -5,10 +5,12 @@
 For every run folder (as benchmarks/run.py makes them, or any run of the training scripts) it
 reads charts/episodic_return and charts/SPS from the event files. Per script and game: the final
 return (mean of the last 100 games of each seed), its mean and std over seeds, SPS and wall time,
-next to the published references in published_scores.json (with their sources and budgets).
+next to the published references in published_scores.json (with their sources and budgets) and,
+from the published learning curves, the same algorithm's published return at the run's own budget.
 A run shorter than a reference's budget is labelled with its own budget, never placed as if it
 were a 10M-step result. Curves: return vs agent steps, mean over seeds with the min-max band,
-and each reference as a horizontal line labelled with its budget.
+beside the published curves of the same algorithm up to the runs' budget (a 10M-step final is
+drawn as a line only for runs that reach it); the legend sits outside the axes.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import tyro
 
 HERE = Path(__file__).resolve().parent
 # Which published references (by their "algorithm" field) a script's curve is drawn against.
-FAMILIES = {"ppo_atari": ("ppo",), "a2c_atari": ("a2c",), "a2c_lstm_atari": ("a2c", "ppo-lstm")}
+FAMILIES = {"ppo_atari": ("ppo",), "a2c_atari": ("a2c",), "a2c_lstm_atari": ("a2c", "ppo-lstm"),
+            "cleanrl_ppo_atari_envpool": ("ppo",)}
 
 
 @dataclass
@@ -103,8 +106,37 @@ def references_for(refs: dict, game: str) -> list[dict]:
     return [dict(r, value=r["scores"][game]) for r in refs["references"] if game in r["scores"]]
 
 
+def curves_for(refs: dict, game: str, scripts) -> list[dict]:
+    """The published learning curves on `game` of the algorithms these scripts implement."""
+    families = {f for s in scripts for f in FAMILIES.get(s, ())}
+    return [dict(c, points=c["games"][game]) for c in refs.get("curves", [])
+            if game in c["games"] and c["algorithm"] in families]
+
+
+def value_at(points: dict, steps: int) -> Optional[float]:
+    """A published curve's return at `steps`, linear between its points; None outside them."""
+    xs, ys = points["steps"], points["returns"]
+    return float(np.interp(steps, xs, ys)) if xs[0] <= steps <= xs[-1] else None
+
+
+def published_at(curves: list[dict], script: str, steps: int) -> str:
+    """'name value' for each published curve of the script's algorithm at `steps`."""
+    mine = [c for c in curves if c["algorithm"] in FAMILIES.get(script, ())]
+    values = [(c["name"], value_at(c["points"], steps)) for c in mine]
+    found = [f"{name} {v:.1f}" for name, v in values if v is not None]
+    if found:
+        return "; ".join(found)
+    if mine:
+        return f"none (published from {budget_label(min(c['points']['steps'][0] for c in mine))})"
+    return "none"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def budget_label(steps: int) -> str:
-    return f"{steps / 1e6:.1f}M steps" if steps >= 1e5 else f"{steps:,} steps"
+    return f"{steps / 1e6:g}M steps" if steps >= 1e5 else f"{steps:,} steps"
 
 
 def write_report(args: Args) -> Path:
@@ -129,55 +161,70 @@ def write_report(args: Args) -> Path:
              f"Final return = mean of the last {args.last_episodes} games of each seed; mean +- std over "
              "seeds (population std). Training returns are raw game scores of whole games.",
              f"Hardware: {hardware_line}.", ""]
+    plots = {}  # what each game's figure shows, for report.json
     for game in sorted({g for _, g in table}):
-        lines += [f"## {game}", "", "| script | budget | seeds | final return | SPS | wall time (h) |",
-                  "|---|---|---|---|---|---|"]
-        for (script, g), row in table.items():
-            if g != game:
-                continue
+        rows = {script: row for (script, g), row in table.items() if g == game}
+        curves = curves_for(refs, game, rows)
+        lines += [f"## {game}", "", f"| script | budget | seeds | final return | published at this budget "
+                  f"({', '.join(sorted({c['how'] for c in curves})) or 'no curves'}) | SPS | wall time (h) |",
+                  "|---|---|---|---|---|---|---|"]
+        for script, row in rows.items():
             short = "" if row["steps"] >= 9_900_000 else " (short run: not comparable with 10M references)"
             lines.append(f"| {script} | {budget_label(row['steps'])}{short} | {len(row['seeds'])} | "
-                         f"{row['mean']:.1f} +- {row['std']:.1f} | {row['sps']:,.0f} | {row['wall_h']:.2f} |")
+                         f"{row['mean']:.1f} +- {row['std']:.1f} | {published_at(curves, script, row['steps'])} | "
+                         f"{row['sps']:,.0f} | {row['wall_h']:.2f} |")
         game_refs = references_for(refs, game)
         if game_refs:
             lines += ["", "Published references:", "", "| reference | budget | return | source |", "|---|---|---|---|"]
             for r in game_refs:
                 value = f"{r['value']['mean']}" + (f" +- {r['value']['std']}" if "std" in r["value"] else "")
                 lines.append(f"| {r['name']} | {budget_label(r['budget_steps'])} | {value} | {r['source']} |")
+        if curves:
+            lines += ["", "Published curves:", ""] + [f"- {c['name']}: {c['source']}; {c['how']}." for c in curves]
         lines.append("")
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        shortest = min(row["steps"] for (_, g), row in table.items() if g == game)
-        for i, ((script, g), row) in enumerate((k, v) for k, v in table.items() if k[1] == game):
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        longest = max(row["steps"] for row in rows.values())
+        for i, (script, row) in enumerate(rows.items()):
             color = f"C{i}"
             grid = np.linspace(0, row["steps"], 200)
-            curves = np.array([curve(r, grid, args.last_episodes) for r in row["runs"]])
+            runs_curves = np.array([curve(r, grid, args.last_episodes) for r in row["runs"]])
             with warnings.catch_warnings():  # grid points before a seed's first game are nan
                 warnings.simplefilter("ignore", RuntimeWarning)
-                mean, lo, hi = np.nanmean(curves, 0), np.nanmin(curves, 0), np.nanmax(curves, 0)
-            ax.plot(grid, mean, color=color, label=f"{script} ({len(row['runs'])} seeds)")
+                mean, lo, hi = np.nanmean(runs_curves, 0), np.nanmin(runs_curves, 0), np.nanmax(runs_curves, 0)
+            ax.plot(grid, mean, color=color, label=f"{script} ({plural(len(row['runs']), 'seed')})")
             ax.fill_between(grid, lo, hi, color=color, alpha=0.2)
-            # Only the references of the same algorithm, in the curve's colour.
+            # A final published return is a line only where the run is as long as that reference.
             for r in game_refs:
-                if r["algorithm"] in FAMILIES.get(script, ()):
-                    ax.axhline(r["value"]["mean"], linestyle="--", linewidth=0.8, color=color, alpha=0.6)
-                    ax.annotate(f"{r['name']} @ {budget_label(r['budget_steps'])}", (1.0, r["value"]["mean"]),
-                                xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7, color=color)
-        longest_ref = max((r["budget_steps"] for r in game_refs), default=0)
-        ax.set_title(game if shortest >= longest_ref else
-                     f"{game}: runs of {budget_label(shortest)}; dashed lines are final returns at "
-                     f"{budget_label(longest_ref)}", fontsize=10)
+                if r["algorithm"] in FAMILIES.get(script, ()) and row["steps"] >= 0.99 * r["budget_steps"]:
+                    ax.axhline(r["value"]["mean"], linestyle=":", linewidth=0.8, color=color,
+                               label=f"{r['name']}, final at {budget_label(r['budget_steps'])}")
+        # Published curves up to the runs' budget, in black, one line style each.
+        for c, style in zip(curves, ["--", "-.", ":", (0, (5, 1))]):
+            xs = [x for x in c["points"]["steps"] if x <= longest]
+            end = value_at(c["points"], longest)
+            if end is not None and longest not in xs:
+                xs.append(longest)
+            if xs:
+                ys = [value_at(c["points"], x) for x in xs]
+                ax.plot(xs, ys, linestyle=style, marker=".", color="0.2", linewidth=1,
+                        label=f"{c['name']} (published{', approximate' if 'approximate' in c['how'] else ''})")
+        ax.set_xlim(0, longest)
+        ax.set_title(f"{game}: runs of {budget_label(longest)}, published curves up to the same budget", fontsize=10)
         ax.set_xlabel("agent steps")
         ax.set_ylabel(f"episodic return (mean of last {args.last_episodes} games)")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / f"{game}.png", dpi=100)
+        legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        fig.canvas.draw()
+        plots[game] = {"x_max": ax.get_xlim()[1], "y_range": list(ax.get_ylim()),
+                       "labels": [t.get_text() for t in legend.get_texts()],
+                       "legend_clear_of_axes": not legend.get_window_extent().overlaps(ax.get_window_extent())}
+        fig.savefig(out / f"{game}.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         lines += [f"![{game}]({game}.png)", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
-    (out / "report.json").write_text(json.dumps(
-        {f"{s}/{g}": {k: v for k, v in row.items() if k != "runs"} for (s, g), row in table.items()}, indent=2))
+    figures = {f"{s}/{g}": {k: v for k, v in row.items() if k != "runs"} for (s, g), row in table.items()}
+    (out / "report.json").write_text(json.dumps({**figures, "plots": plots}, indent=2))
     print("\n".join(lines))
     return report
 

@@ -94,12 +94,39 @@ def test_report_gives_mean_and_std_over_seeds_and_writes_the_curves(tmp_path):
 
     text = (out / "report.md").read_text()
     assert "Hardware: test machine." in text
-    assert "| ppo_atari | 10.0M steps | 2 | 15.0 +- 5.0 | 1,500 |" in text
+    assert "| ppo_atari | 10M steps | 2 | 15.0 +- 5.0 | baselines ppo2 239.9 | 1,500 |" in text
     assert "| a2c_atari | 50,000 steps (short run: not comparable with 10M references) | 1 | -20.0 +- 0.0 |" in text
-    assert "| CleanRL ppo_atari | 10.0M steps | 414.66 +- 28.09 |" in text  # the reference, with its source
+    assert "| CleanRL ppo_atari | 10M steps | 414.66 +- 28.09 |" in text  # the reference, with its source
+    assert "CleanRL ppo_atari, final at 10M steps" in figures["plots"]["Breakout"]["labels"]  # a 10M run: drawn
     for game in ("Breakout", "Pong"):
         with Image.open(out / f"{game}.png") as png:
             assert png.format == "PNG" and png.size[0] > 300
+
+
+def test_a_short_run_is_drawn_and_tabled_beside_the_published_curves_at_its_budget(tmp_path):
+    runs_dir = tmp_path / "bench"
+    for seed in (1, 2):
+        synthetic_run(runs_dir, f"Breakout-v5__ppo_atari__{seed}", [2.0] * 100 + [21.0] * 100, sps=500.0,
+                      last_step=1_000_000, meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed})
+    synthetic_run(runs_dir, "Breakout-v5__a2c_atari__1", [1.0] * 100 + [8.0] * 100, sps=900.0, last_step=3_000_000,
+                  meta={"script": "a2c_atari", "env_id": "Breakout-v5", "seed": 1})
+    synthetic_run(runs_dir, "Breakout-v5__a2c_lstm_atari__1", [1.5] * 50, sps=900.0, last_step=250_000,
+                  meta={"script": "a2c_lstm_atari", "env_id": "Breakout-v5", "seed": 1})
+    out = tmp_path / "report"
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), last_episodes=20))
+
+    text = (out / "report.md").read_text()
+    # each run beside its algorithm's published return at its own budget (read off a curve, interpolated)
+    assert "| ppo_atari | 1M steps (short run: not comparable with 10M references) | 2 | 21.0 +- 0.0 | baselines ppo2 22.0 |" in text
+    assert "| a2c_atari | 3M steps (short run: not comparable with 10M references) | 1 | 8.0 +- 0.0 | baselines a2c 49.3; SB3 zoo A2C 7.3 |" in text
+    assert "| a2c_lstm_atari | 0.25M steps (short run: not comparable with 10M references) | 1 | 1.5 +- 0.0 | none (published from 0.5M steps) |" in text
+    plot = json.loads((out / "report.json").read_text())["plots"]["Breakout"]
+    assert plot["x_max"] == 3_000_000
+    assert plot["y_range"][1] < 120  # scaled to the curves up to 3M (ppo2 97.1 there), not to the 10M finals
+    assert plot["labels"] == ["a2c_atari (1 seed)", "a2c_lstm_atari (1 seed)", "ppo_atari (2 seeds)",
+                              "baselines ppo2 (published, approximate)", "baselines a2c (published, approximate)",
+                              "SB3 zoo A2C (published)"]
+    assert plot["legend_clear_of_axes"]
 
 
 def test_report_without_runs_says_so(tmp_path):
