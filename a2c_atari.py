@@ -14,7 +14,8 @@ observation t begins one), so the returns read `1 - dones[t]` with no shift; a `
 out of the loss the steps whose action was not the agent's (the backend's reset step, and FIRE
 pressed after a lost life as baselines' FireResetEnv does); observations are stored frames last and
 read through a channels_last view; logged returns are whole-game scores; one gradient step per
-rollout, so the logged loss figures are that step's.
+rollout, so the logged loss figures are that step's; the rollout steps one half of the envs while
+the network acts on the other half (`--overlap`, the same transitions).
 
 References: "Asynchronous Methods for Deep Reinforcement Learning" (arXiv 1602.01783) and
 OpenAI baselines' A2C (RMSprop as TensorFlow applies it, n-step returns); Machado et al.,

@@ -16,7 +16,8 @@ ended an episode (CleanRL's marks that observation t begins one), so the returns
 with no shift; a `valid` mask keeps out of the loss the steps whose action was not the agent's (the
 backend's reset step, and FIRE pressed after a lost life as baselines' FireResetEnv does);
 observations are stored frames last and read through a channels_last view; logged returns are
-whole-game scores.
+whole-game scores; the rollout steps one half of the envs while the network acts on the other half
+(`--overlap`, the same transitions; each env's LSTM state is its own column).
 
 The LSTM state is carried across rollouts and zeroed for an env exactly when its episode starts;
 training unrolls it over each rollout from the state stored at the rollout's start (truncated

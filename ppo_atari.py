@@ -13,7 +13,8 @@ taken at step t that ended an episode (CleanRL's marks that observation t begins
 the agent's (the backend's reset step, and FIRE pressed after a lost life as baselines' FireResetEnv
 does); observations are stored frames last and read through a channels_last view; `--target-kl` is
 checked after every minibatch, not every epoch; the logged loss figures are means over the whole
-update, not the last minibatch's; logged returns are whole-game scores.
+update, not the last minibatch's; logged returns are whole-game scores; the rollout steps one half
+of the envs while the network acts on the other half (`--overlap`, the same transitions).
 
 References: "Proximal Policy Optimization Algorithms" (arXiv 1707.06347); Huang et al., "The 37
 Implementation Details of Proximal Policy Optimization" (ICLR blog track 2022); Machado et al.,
