@@ -136,7 +136,7 @@ def plural(n: int, word: str) -> str:
 
 
 def budget_label(steps: int) -> str:
-    return f"{steps / 1e6:g}M steps" if steps >= 1e5 else f"{steps:,} steps"
+    return f"{steps / 1e6:.3g}M steps" if steps >= 1e5 else f"{steps:,} steps"
 
 
 def write_report(args: Args) -> Path:
@@ -165,13 +165,13 @@ def write_report(args: Args) -> Path:
     for game in sorted({g for _, g in table}):
         rows = {script: row for (script, g), row in table.items() if g == game}
         curves = curves_for(refs, game, rows)
-        lines += [f"## {game}", "", f"| script | budget | seeds | final return | published at this budget "
-                  f"({', '.join(sorted({c['how'] for c in curves})) or 'no curves'}) | SPS | wall time (h) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [f"## {game}", "", "| script | budget | seeds | final return | per seed | published at this budget "
+                  "| SPS | wall time (h) |", "|---|---|---|---|---|---|---|---|"]
         for script, row in rows.items():
             short = "" if row["steps"] >= 9_900_000 else " (short run: not comparable with 10M references)"
             lines.append(f"| {script} | {budget_label(row['steps'])}{short} | {len(row['seeds'])} | "
-                         f"{row['mean']:.1f} +- {row['std']:.1f} | {published_at(curves, script, row['steps'])} | "
+                         f"{row['mean']:.1f} +- {row['std']:.1f} | {', '.join(f'{v:.1f}' for v in row['finals'])} | "
+                         f"{published_at(curves, script, row['steps'])} | "
                          f"{row['sps']:,.0f} | {row['wall_h']:.2f} |")
         game_refs = references_for(refs, game)
         if game_refs:

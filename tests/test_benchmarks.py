@@ -94,7 +94,7 @@ def test_report_gives_mean_and_std_over_seeds_and_writes_the_curves(tmp_path):
 
     text = (out / "report.md").read_text()
     assert "Hardware: test machine." in text
-    assert "| ppo_atari | 10M steps | 2 | 15.0 +- 5.0 | baselines ppo2 239.9 | 1,500 |" in text
+    assert "| ppo_atari | 10M steps | 2 | 15.0 +- 5.0 | 10.0, 20.0 | baselines ppo2 239.9 | 1,500 |" in text
     assert "| a2c_atari | 50,000 steps (short run: not comparable with 10M references) | 1 | -20.0 +- 0.0 |" in text
     assert "| CleanRL ppo_atari | 10M steps | 414.66 +- 28.09 |" in text  # the reference, with its source
     assert "CleanRL ppo_atari, final at 10M steps" in figures["plots"]["Breakout"]["labels"]  # a 10M run: drawn
@@ -117,9 +117,9 @@ def test_a_short_run_is_drawn_and_tabled_beside_the_published_curves_at_its_budg
 
     text = (out / "report.md").read_text()
     # each run beside its algorithm's published return at its own budget (read off a curve, interpolated)
-    assert "| ppo_atari | 1M steps (short run: not comparable with 10M references) | 2 | 21.0 +- 0.0 | baselines ppo2 22.0 |" in text
-    assert "| a2c_atari | 3M steps (short run: not comparable with 10M references) | 1 | 8.0 +- 0.0 | baselines a2c 49.3; SB3 zoo A2C 7.3 |" in text
-    assert "| a2c_lstm_atari | 0.25M steps (short run: not comparable with 10M references) | 1 | 1.5 +- 0.0 | none (published from 0.5M steps) |" in text
+    assert "| ppo_atari | 1M steps (short run: not comparable with 10M references) | 2 | 21.0 +- 0.0 | 21.0, 21.0 | baselines ppo2 22.0 |" in text
+    assert "| a2c_atari | 3M steps (short run: not comparable with 10M references) | 1 | 8.0 +- 0.0 | 8.0 | baselines a2c 49.3; SB3 zoo A2C 7.3 |" in text
+    assert "| a2c_lstm_atari | 0.25M steps (short run: not comparable with 10M references) | 1 | 1.5 +- 0.0 | 1.5 | none (published from 0.5M steps) |" in text
     plot = json.loads((out / "report.json").read_text())["plots"]["Breakout"]
     assert plot["x_max"] == 3_000_000
     assert plot["y_range"][1] < 120  # scaled to the curves up to 3M (ppo2 97.1 there), not to the 10M finals
