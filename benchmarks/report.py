@@ -200,6 +200,7 @@ def write_report(args: Args) -> Path:
                     ax.axhline(r["value"]["mean"], linestyle=":", linewidth=0.8, color=color,
                                label=f"{r['name']}, final at {budget_label(r['budget_steps'])}")
         # Published curves up to the runs' budget, in black, one line style each.
+        drawn = []
         for c, style in zip(curves, ["--", "-.", ":", (0, (5, 1))]):
             xs = [x for x in c["points"]["steps"] if x <= longest]
             end = value_at(c["points"], longest)
@@ -209,8 +210,10 @@ def write_report(args: Args) -> Path:
                 ys = [value_at(c["points"], x) for x in xs]
                 ax.plot(xs, ys, linestyle=style, marker=".", color="0.2", linewidth=1,
                         label=f"{c['name']} (published{', approximate' if 'approximate' in c['how'] else ''})")
+                drawn.append(c["name"])
         ax.set_xlim(0, longest)
-        ax.set_title(f"{game}: runs of {budget_label(longest)}, published curves up to the same budget", fontsize=10)
+        ax.set_title(f"{game}: runs of {budget_label(longest)}" + (", published curves up to the same budget" if drawn else
+                     "; no published curve starts this early" if curves else ""), fontsize=10)
         ax.set_xlabel("agent steps")
         ax.set_ylabel(f"episodic return (mean of last {args.last_episodes} games)")
         legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
