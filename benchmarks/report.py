@@ -80,7 +80,7 @@ def summarise(runs: list[dict], last_episodes: int) -> dict:
     """{(script, game): figures over seeds}."""
     groups = defaultdict(list)
     for r in runs:
-        groups[(r["script"], game_name(r["env_id"]))].append(r)
+        groups[(r.get("label", r["script"]), game_name(r["env_id"]))].append(r)
     table = {}
     for key, group in sorted(groups.items()):
         finals = np.array([r["returns"][-last_episodes:].mean() for r in group])
@@ -106,9 +106,14 @@ def references_for(refs: dict, game: str) -> list[dict]:
     return [dict(r, value=r["scores"][game]) for r in refs["references"] if game in r["scores"]]
 
 
+def family(label: str) -> tuple:
+    """The algorithms a row's script implements (a label is the script's name, then any flags)."""
+    return FAMILIES.get(label.split()[0], ())
+
+
 def curves_for(refs: dict, game: str, scripts) -> list[dict]:
     """The published learning curves on `game` of the algorithms these scripts implement."""
-    families = {f for s in scripts for f in FAMILIES.get(s, ())}
+    families = {f for s in scripts for f in family(s)}
     return [dict(c, points=c["games"][game]) for c in refs.get("curves", [])
             if game in c["games"] and c["algorithm"] in families]
 
@@ -121,7 +126,7 @@ def value_at(points: dict, steps: int) -> Optional[float]:
 
 def published_at(curves: list[dict], script: str, steps: int) -> str:
     """'name value' for each published curve of the script's algorithm at `steps`."""
-    mine = [c for c in curves if c["algorithm"] in FAMILIES.get(script, ())]
+    mine = [c for c in curves if c["algorithm"] in family(script)]
     values = [(c["name"], value_at(c["points"], steps)) for c in mine]
     found = [f"{name} {v:.1f}" for name, v in values if v is not None]
     if found:
@@ -151,6 +156,9 @@ def write_report(args: Args) -> Path:
     if not runs:
         raise SystemExit(f"error: no runs with logged games under {args.runs_dir!r}.")
     refs = json.loads((HERE / "published_scores.json").read_text())
+    for r in runs:  # runs of one script made with different flags are rows of their own
+        flags = {x.get("script_args", "") for x in runs if x["script"] == r["script"]}
+        r["label"] = f"{r['script']} {r.get('script_args', '')}".strip() if len(flags) > 1 else r["script"]
     table = summarise(runs, args.last_episodes)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +204,7 @@ def write_report(args: Args) -> Path:
             ax.fill_between(grid, lo, hi, color=color, alpha=0.2)
             # A final published return is a line only where the run is as long as that reference.
             for r in game_refs:
-                if r["algorithm"] in FAMILIES.get(script, ()) and row["steps"] >= 0.99 * r["budget_steps"]:
+                if r["algorithm"] in family(script) and row["steps"] >= 0.99 * r["budget_steps"]:
                     ax.axhline(r["value"]["mean"], linestyle=":", linewidth=0.8, color=color,
                                label=f"{r['name']}, final at {budget_label(r['budget_steps'])}")
         # Published curves up to the runs' budget, in black, one line style each.

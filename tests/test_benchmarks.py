@@ -129,6 +129,18 @@ def test_a_short_run_is_drawn_and_tabled_beside_the_published_curves_at_its_budg
     assert plot["legend_clear_of_axes"]
 
 
+def test_runs_of_one_script_with_different_flags_are_rows_of_their_own(tmp_path):
+    runs_dir = tmp_path / "bench"
+    for seed, flags, final in [(1, "", 4.0), (2, "", 6.0), (1, "--autocast bf16", 5.0)]:
+        synthetic_run(runs_dir, f"Breakout-v5__ppo_atari__{seed}{flags.replace(' ', '')}", [final] * 30, sps=500.0,
+                      last_step=500_000, meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed,
+                                               "script_args": flags})
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(tmp_path / "out"), last_episodes=20))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| ppo_atari | 0.5M steps (short run: not comparable with 10M references) | 2 | 5.0 +- 1.0 | 4.0, 6.0 | baselines ppo2 13.3 |" in text
+    assert "| ppo_atari --autocast bf16 | 0.5M steps (short run: not comparable with 10M references) | 1 | 5.0 +- 0.0 | 5.0 | baselines ppo2 13.3 |" in text
+
+
 def test_report_without_runs_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no runs with logged games"):
