@@ -32,6 +32,7 @@ def recording_make_envs(args, backend, seed, num_envs, full_frames=False):
 def recording_collect_rollout(*args, **kwargs):
     result = collect_rollout(*args, **kwargs)
     record["games"] += result if isinstance(result, list) else result[0]
+    (out / f"rolled_out_{rank}_{restart}").touch()  # this process is training
     return result
 
 
