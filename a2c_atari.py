@@ -1,10 +1,7 @@
 """A2C for Atari: synchronous advantage actor-critic (Mnih et al. 2016) with the standard Atari protocol.
 
-One file, read top to bottom: Args and their checks, environments, episode statistics, frame stack,
-network, returns and advantages, the rollout, the A2C loss with TensorFlow-style RMSprop and the
-learning-rate schedule, evaluation on whole games and its videos, checkpoints, the run around the
-learning code (TensorBoard and W&B, progress, evaluation and checkpoints when due, signals), then
-`train(args)`.
+Above the divider line, the algorithm: Args, network, returns, rollout, A2C loss and update, train().
+Below it, the harness every script holds word for word: envs, evaluation, checkpoints, processes, the run, main().
 
     python a2c_atari.py --env-id Breakout-v5 --num-envs 16
 
@@ -54,9 +51,44 @@ from torch.utils.tensorboard import SummaryWriter
 SCRIPT = "a2c_atari"
 NETWORK_ARGS = ("frame_stack", "full_action_space")  # a checkpoint only loads into the same shapes
 
-
 @dataclass
 class Args:
+    # --- algorithm ---
+    total_timesteps: int = 10_000_000
+    """total agent steps over all envs (one step = frame_skip frames)"""
+    learning_rate: float = 7e-4
+    """initial learning rate"""
+    lr_final: float = 0.0
+    """learning rate reached at --decay-steps and kept after (rlib's linear schedule)"""
+    decay_steps: int = 0
+    """agent steps over which the learning rate decays linearly to --lr-final (0: the whole run)"""
+    num_envs: int = 16
+    """number of parallel games"""
+    num_steps: int = 5
+    """steps per env in each rollout; one gradient step per rollout"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 1.0
+    """1.0: n-step bootstrapped returns (the original A2C); 0.95: generalized advantage estimation (skrl)"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    value_loss: Literal["mse", "huber"] = "mse"
+    """value loss: mean squared error, or Huber (smooth L1, delta 1)"""
+    norm_adv: bool = False
+    """normalise advantages within each batch (off in the original A2C)"""
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    """RMSprop as TensorFlow applies it (eps inside the square root), or Adam"""
+    rmsprop_alpha: float = 0.99
+    """RMSprop decay of the mean square"""
+    optimizer_eps: float = 1e-5
+    """epsilon of RMSprop (inside the square root) or Adam"""
+    max_grad_norm: float = 0.5
+    """global gradient norm clip"""
+    checkpoint_every: int = 10_000
+    """save a checkpoint every this many updates (0: only at the end and on SIGINT/SIGTERM)"""
+
     # --- experiment (common to every script) ---
     exp_name: str = SCRIPT
     """name of this experiment, part of the default run name"""
@@ -129,41 +161,324 @@ class Args:
     wandb_entity: Optional[str] = None
     """W&B team or user of the run (default: yours)"""
 
-    # --- algorithm ---
-    total_timesteps: int = 10_000_000
-    """total agent steps over all envs (one step = frame_skip frames)"""
-    learning_rate: float = 7e-4
-    """initial learning rate"""
-    lr_final: float = 0.0
-    """learning rate reached at --decay-steps and kept after (rlib's linear schedule)"""
-    decay_steps: int = 0
-    """agent steps over which the learning rate decays linearly to --lr-final (0: the whole run)"""
-    num_envs: int = 16
-    """number of parallel games"""
-    num_steps: int = 5
-    """steps per env in each rollout; one gradient step per rollout"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 1.0
-    """1.0: n-step bootstrapped returns (the original A2C); 0.95: generalized advantage estimation (skrl)"""
-    ent_coef: float = 0.01
-    """entropy bonus coefficient"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
-    value_loss: Literal["mse", "huber"] = "mse"
-    """value loss: mean squared error, or Huber (smooth L1, delta 1)"""
-    norm_adv: bool = False
-    """normalise advantages within each batch (off in the original A2C)"""
-    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
-    """RMSprop as TensorFlow applies it (eps inside the square root), or Adam"""
-    rmsprop_alpha: float = 0.99
-    """RMSprop decay of the mean square"""
-    optimizer_eps: float = 1e-5
-    """epsilon of RMSprop (inside the square root) or Adam"""
-    max_grad_norm: float = 0.5
-    """global gradient norm clip"""
-    checkpoint_every: int = 10_000
-    """save a checkpoint every this many updates (0: only at the end and on SIGINT/SIGTERM)"""
+
+def check_args(args: Args) -> None:
+    check_common_args(args)
+    for name in ["ent_coef", "vf_coef", "max_grad_norm", "lr_final", "decay_steps", "optimizer_eps"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
+    if not 0.0 < args.rmsprop_alpha < 1.0:
+        raise UsageError(f"--rmsprop-alpha must lie in (0, 1), got {args.rmsprop_alpha}.")
+
+
+# --- Network --------------------------------------------------------------------------------------
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class PixelConv2d(nn.Conv2d):
+    """Conv2d of x / 255 for raw uint8 pixels, computed as a conv of x with weight / 255: the same
+    function and gradients as scaling the input, without a pass over the whole batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight / 255.0, self.bias)
+
+
+class Agent(nn.Module):
+    """Nature-CNN trunk (Mnih et al. 2015) with an actor and a critic head.
+
+    Takes uint8 observations (batch, frame_stack, 84, 84); channels_last strides (as the frame
+    stack and rollout buffer hold them) make the convolutions markedly faster on CPU and GPU.
+    """
+
+    def __init__(self, num_actions: int, frame_stack: int = 4):
+        super().__init__()
+        self.network = nn.Sequential(
+            layer_init(PixelConv2d(frame_stack, 32, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+            layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU(),
+        )
+        self.actor = layer_init(nn.Linear(512, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(512, 1), std=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.network(obs.float().contiguous(memory_format=torch.channels_last))
+        # fp32 outputs (a no-op without --autocast): the distributions and the losses stay fp32
+        return self.actor(hidden).float(), self.critic(hidden).squeeze(-1).float()
+
+
+def policy_step(agent: Agent, obs: torch.Tensor):
+    """Sample actions for a batch of observations: (action, log-prob, value)."""
+    logits, value = agent(obs)
+    probs = Categorical(logits=logits, validate_args=False)
+    action = probs.sample()
+    return action, probs.log_prob(action), value
+
+
+def evaluation_policy(agent: Agent, args: Args, num_envs: int, device: torch.device):
+    """The agent as evaluate() plays it: logits for one observation per env (game starts and lost lives
+    matter only to a recurrent agent)."""
+    return lambda obs, new_game, life_lost: agent(obs)[0]
+
+
+# --- Returns and advantages -----------------------------------------------------------------------
+
+
+def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
+    """Generalized advantage estimation (Schulman et al. 2016); tensors are (num_steps, num_envs).
+
+    dones[t] = 1 where the transition taken at step t ended the episode, so nothing is
+    bootstrapped across it. With gae_lambda = 1 the returns are n-step bootstrapped returns.
+    """
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros_like(last_value)
+    next_value = last_value
+    for t in reversed(range(rewards.shape[0])):
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        last_gae = delta + gamma * gae_lambda * not_done * last_gae
+        advantages[t] = last_gae
+        next_value = values[t]
+    return advantages, advantages + values
+
+
+def bootstrap_truncations(rewards, values, last_value, truncations, gamma: float):
+    """Add gamma * V(final observation) to the reward of steps cut by the frame cap.
+
+    With next-step autoreset the final observation is what the agent sees on the following
+    (reset) step, so its value is already values[t + 1], or last_value at the rollout's end.
+    """
+    next_values = torch.cat([values[1:], last_value.unsqueeze(0)], dim=0)
+    return rewards + gamma * truncations * next_values
+
+
+# --- Rollout --------------------------------------------------------------------------------------
+
+
+class RolloutBuffer:
+    """One rollout on the device. Per-step scalars share one (num_steps, 4, num_envs) tensor so
+    each env step costs a single host-to-device copy."""
+
+    def __init__(self, num_steps: int, num_envs: int, frame_stack: int, device: torch.device):
+        # Observations as the frame stack holds them (frames last); `obs` is the channels_last view.
+        self.frames = torch.zeros(num_steps, num_envs, 84, 84, frame_stack, dtype=torch.uint8, device=device)
+        self.obs = self.frames.permute(0, 1, 4, 2, 3)
+        self.actions = torch.zeros(num_steps, num_envs, dtype=torch.long, device=device)
+        self.logprobs = torch.zeros(num_steps, num_envs, device=device)
+        self.values = torch.zeros(num_steps, num_envs, device=device)
+        self.step_data = torch.zeros(num_steps, 4, num_envs, device=device)
+        # rewards: clipped if asked; dones: episode end for learning (game over, cap, life loss);
+        # truncations: cap to bootstrap through; valid: 0 where the action was not the agent's (a reset
+        # step ignores it; after a lost life FIRE replaces it).
+        self.rewards, self.dones, self.truncations, self.valid = self.step_data.unbind(1)
+
+
+def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, args: Args, device: torch.device):
+    """Fill `buf` with num_steps steps of every env; returns the (score, length) of each game that ended.
+
+    Each step, each group in turn takes in the step its emulators were running, then chooses its
+    next actions from those observations and sets the emulators going again: with two groups the
+    policy runs on one while the other's emulators step, and every action still comes from the
+    current policy and the env's latest observation. The only host/device exchange per step is the
+    actions out and one packed copy in.
+    """
+    finished, num_steps = [], buf.obs.shape[0]
+    for t in range(num_steps + 1):
+        for group in envs:
+            if t > 0:
+                finished += receive_step(group, buf, t - 1, args, device)
+            if t < num_steps:
+                send_actions(policy, group, buf, t, args)
+    return finished
+
+
+def send_actions(policy, group: EnvGroup, buf: RolloutBuffer, t: int, args: Args) -> None:
+    """Choose the group's actions for step t and set its emulators stepping."""
+    obs, columns = group.frame_stack.obs, group.columns
+    buf.obs[t, columns] = obs
+    with torch.no_grad():
+        action, logprob, value = policy(obs)
+    buf.actions[t, columns], buf.logprobs[t, columns], buf.values[t, columns] = action, logprob, value
+    actions, forced = action.cpu().numpy(), fire_forced(group, args)
+    group.envs.send(np.where(forced, group.envs.fire_action, actions) if forced.any() else actions)
+
+
+def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device: torch.device) -> list:
+    """Take in the group's step t: game statistics, the step's data in `buf`, the new frames."""
+    resetting = group.episode_stats.ended.copy()  # these envs started a new game on this step
+    forced = fire_forced(group, args)  # that step is the env's, not the agent's: out of the loss
+    frames, raw_rewards, terminated, truncated, lives = group.envs.recv()
+    valid, life_lost, returns, lengths = group.episode_stats.update(raw_rewards, terminated, truncated, lives)
+
+    rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
+    dones = terminated | truncated | (life_lost & args.episodic_life)
+    cut = truncated & ~terminated & args.time_limit_bootstrap
+    host = np.stack([rewards, dones, cut, valid & ~forced]).astype(np.float32)
+    # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t] and buf.valid[t]: they are views of it.
+    buf.step_data[t, :, group.columns].copy_(torch.from_numpy(host), non_blocking=True)
+    group.frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
+                           torch.from_numpy(resetting).to(device, non_blocking=True))
+    return list(zip(returns.tolist(), lengths.tolist()))
+
+
+# --- A2C loss, optimiser, learning-rate schedule --------------------------------------------------
+
+
+def a2c_loss(logits, values, actions, advantages, returns, valid, *, value_loss: str, norm_adv: bool,
+             ent_coef: float, vf_coef: float, over_processes=None):
+    """Policy gradient with the advantage held fixed, plus value regression and an entropy bonus,
+    from the agent's outputs on the rollout; steps with valid = 0 do not count. Returns the loss and
+    its figures by name: policy_loss, value_loss, entropy. Under torchrun each process holds a
+    share of the batch and `over_processes` sums a tensor over all of them: means and advantage
+    statistics are then the whole batch's, and summing the gradients gives the whole batch's."""
+    total = over_processes or (lambda x: x)
+    probs = Categorical(logits=logits, validate_args=False)
+    count = total(valid.sum()).clamp(min=1.0)
+
+    def mean(x):  # this process's part of the mean over the whole batch
+        return (x * valid).sum() / count
+
+    advantages = advantages.detach()
+    if norm_adv:
+        adv_mean = total(mean(advantages))
+        adv_std = (total((((advantages - adv_mean) ** 2) * valid).sum()) / (count - 1).clamp(min=1.0)).sqrt()
+        advantages = (advantages - adv_mean) / (adv_std + 1e-8)
+    pg_loss = -mean(advantages * probs.log_prob(actions))
+    if value_loss == "huber":
+        v_loss = mean(nn.functional.smooth_l1_loss(values, returns, reduction="none"))
+    else:
+        v_loss = mean((values - returns) ** 2)
+    entropy = mean(probs.entropy())
+    loss = pg_loss + vf_coef * v_loss - ent_coef * entropy
+    figures = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
+    return loss, {name: total(value.detach()) for name, value in figures.items()}
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """RMSprop as TensorFlow 1 applies it, which the original A2C used: the mean square starts at
+    one and eps sits inside the square root, p -= lr * g / sqrt(ms + eps). PyTorch's RMSprop
+    (ms from zero, eps outside the root) takes far larger first steps: a known reason A2C fails
+    to learn Atari in other libraries."""
+
+    def __init__(self, params, lr: float, alpha: float = 0.99, eps: float = 1e-5):
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "square_avg" not in state:
+                    state["square_avg"] = torch.ones_like(p, memory_format=torch.preserve_format)
+                square_avg = state["square_avg"]
+                square_avg.mul_(group["alpha"]).addcmul_(p.grad, p.grad, value=1 - group["alpha"])
+                p.addcdiv_(p.grad, square_avg.add(group["eps"]).sqrt_(), value=-group["lr"])
+
+
+def learning_rate_at(step: int, args: Args) -> float:
+    """Linear from --learning-rate at step 0 to --lr-final at --decay-steps (0: total-timesteps), then flat."""
+    decay_steps = args.decay_steps or args.total_timesteps
+    frac = min(step / decay_steps, 1.0)
+    return args.learning_rate + frac * (args.lr_final - args.learning_rate)
+
+
+# --- Training -------------------------------------------------------------------------------------
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    backend = resolve_backend(args.env_backend)
+    procs = Processes.from_environment()  # one process, or one of those torchrun started
+    device = join_processes(procs, args)
+    resume, run_dir = prepare_run(args, procs)
+    seed_everything(args)
+    keep_freed_memory()  # CPU updates reuse freed activations instead of page-faulting them back in
+    set_threads(args, procs, device)
+    num_envs = args.num_envs // procs.world_size  # this process's share of the envs
+    batch_size = args.num_envs * args.num_steps  # over all processes
+    num_iterations = args.total_timesteps // batch_size
+
+    start_iteration = 1 if resume is None else resume["iteration"] + 1
+    global_step = 0 if resume is None else resume["global_step"]
+    # A resumed run starts fresh games (emulator state is not saved), seeded apart from the first;
+    # each process's envs take the next num_envs seeds, so no two processes share one.
+    envs = EnvGroups(args, backend, args.seed + (start_iteration - 1) * args.num_envs + procs.rank * num_envs,
+                     num_envs, device)
+    agent = Agent(envs.num_actions, args.frame_stack).to(device).to(memory_format=torch.channels_last)
+    if args.optimizer == "rmsprop":
+        optimizer = RMSpropTF(agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha, eps=args.optimizer_eps)
+    else:
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
+    if resume is not None:
+        agent.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        restore_rng(resume, args, procs)
+    elif procs.world_size > 1:
+        torch.manual_seed(args.seed + 100_003 * procs.rank)  # the same initial weights, then each its own actions
+    over_processes = sum_over_processes if procs.world_size > 1 else None
+
+    def policy(obs):
+        with autocast(args, device):
+            return policy_step(agent, obs)
+
+    gae_fn, loss_fn = compute_gae, a2c_loss
+    if args.compile:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.fallback_random = True  # sample actions from the eager RNG stream
+        policy, gae_fn, loss_fn = torch.compile(policy), torch.compile(gae_fn), torch.compile(loss_fn)
+
+    buf = RolloutBuffer(args.num_steps, num_envs, args.frame_stack, device)
+
+    evaluate_agent = functools.partial(evaluate, agent, args, backend, device)
+    iteration = start_iteration - 1
+    with closing(envs), RunLog(args, run_dir, resume, agent, optimizer, envs.num_actions, evaluate_agent,
+                                       procs) as run:
+        for iteration in range(start_iteration, num_iterations + 1):
+            lr = learning_rate_at(global_step, args)
+            optimizer.param_groups[0]["lr"] = lr
+
+            with rollout_threads(envs, device):
+                games = collect_rollout(policy, envs, buf, args, device)
+            global_step += batch_size
+            with torch.no_grad(), autocast(args, device):
+                last_value = agent(envs.obs)[1]
+                rewards = buf.rewards
+                if args.time_limit_bootstrap:
+                    rewards = bootstrap_truncations(rewards, buf.values, last_value, buf.truncations, args.gamma)
+                advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
+
+            with autocast(args, device):
+                logits, values = agent(buf.obs.flatten(0, 1))
+                loss, losses = loss_fn(logits, values, buf.actions.flatten(), advantages.flatten(), returns.flatten(),
+                                       buf.valid.flatten(), value_loss=args.value_loss, norm_adv=args.norm_adv,
+                                       ent_coef=args.ent_coef, vf_coef=args.vf_coef, over_processes=over_processes)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if over_processes is not None:
+                sum_gradients(agent)  # every process now holds the whole batch's gradient
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            optimizer.step()
+            losses = {name: value.item() for name, value in losses.items()}
+            losses["explained_variance"] = explained_variance(buf.values, returns, buf.valid, over_processes)
+
+            if run.end_iteration(iteration, global_step, games, lr, losses):
+                break
+        return run.finish(iteration, global_step)
+
+
+# ============================== harness: the same text in every script below this line ==============================
+
+
+# --- Arguments every script shares, checked before anything is built ------------------------------
 
 
 class UsageError(Exception):
@@ -204,18 +519,7 @@ def check_common_args(args: Args) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} needs {package}: pip install {package}.")
 
 
-def check_args(args: Args) -> None:
-    check_common_args(args)
-    for name in ["ent_coef", "vf_coef", "max_grad_norm", "lr_final", "decay_steps", "optimizer_eps"]:
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
-    if not 0.0 < args.rmsprop_alpha < 1.0:
-        raise UsageError(f"--rmsprop-alpha must lie in (0, 1), got {args.rmsprop_alpha}.")
-
-
-# ---------------------------------------------------------------------------------------------
-# Environments: one interface over envpool and ale-py's C++ vector env, same protocol on both.
-# ---------------------------------------------------------------------------------------------
+# --- Environments: one interface over envpool and ale-py's vector env, the same protocol on both ---
 
 
 def atari_game(env_id: str) -> str:
@@ -355,6 +659,12 @@ class EpisodeStats:
         return valid, life_lost, finished_returns, finished_lengths
 
 
+def fire_forced(group: EnvGroup, args: Args) -> np.ndarray:
+    """Envs whose next action is FIRE, not the agent's: after a lost life FIRE relaunches play, as
+    baselines' FireResetEnv presses it on each episodic-life reset."""
+    return group.episode_stats.life_lost & (args.episodic_life and group.envs.fire_action is not None)
+
+
 class FrameStack:
     """Last `num_frames` frames per env on the device, uint8; history zeroed at an episode start.
 
@@ -412,120 +722,6 @@ class EnvGroups(list):
             group.envs.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# Network
-# ---------------------------------------------------------------------------------------------
-
-
-def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
-    torch.nn.init.orthogonal_(layer.weight, std)
-    torch.nn.init.constant_(layer.bias, bias_const)
-    return layer
-
-
-class PixelConv2d(nn.Conv2d):
-    """Conv2d of x / 255 for raw uint8 pixels, computed as a conv of x with weight / 255: the same
-    function and gradients as scaling the input, without a pass over the whole batch."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight / 255.0, self.bias)
-
-
-def autocast(args: Args, device: torch.device):
-    """--autocast bf16: the ops torch.autocast lists as safe (convolutions, matrix products) run in
-    bfloat16; everything else, and the weights, gradients and optimizer, stay fp32."""
-    return torch.autocast(device.type, torch.bfloat16, enabled=args.autocast == "bf16")
-
-
-class Agent(nn.Module):
-    """Nature-CNN trunk (Mnih et al. 2015) with an actor and a critic head.
-
-    Takes uint8 observations (batch, frame_stack, 84, 84); channels_last strides (as the frame
-    stack and rollout buffer hold them) make the convolutions markedly faster on CPU and GPU.
-    """
-
-    def __init__(self, num_actions: int, frame_stack: int = 4):
-        super().__init__()
-        self.network = nn.Sequential(
-            layer_init(PixelConv2d(frame_stack, 32, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(),
-            layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU(),
-        )
-        self.actor = layer_init(nn.Linear(512, num_actions), std=0.01)
-        self.critic = layer_init(nn.Linear(512, 1), std=1.0)
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.network(obs.float().contiguous(memory_format=torch.channels_last))
-        # fp32 outputs (a no-op without --autocast): the distributions and the losses stay fp32
-        return self.actor(hidden).float(), self.critic(hidden).squeeze(-1).float()
-
-
-def policy_step(agent: Agent, obs: torch.Tensor):
-    """Sample actions for a batch of observations: (action, log-prob, value)."""
-    logits, value = agent(obs)
-    probs = Categorical(logits=logits, validate_args=False)
-    action = probs.sample()
-    return action, probs.log_prob(action), value
-
-
-# ---------------------------------------------------------------------------------------------
-# Returns and advantages
-# ---------------------------------------------------------------------------------------------
-
-
-def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
-    """Generalized advantage estimation (Schulman et al. 2016); tensors are (num_steps, num_envs).
-
-    dones[t] = 1 where the transition taken at step t ended the episode, so nothing is
-    bootstrapped across it. With gae_lambda = 1 the returns are n-step bootstrapped returns.
-    """
-    advantages = torch.zeros_like(rewards)
-    last_gae = torch.zeros_like(last_value)
-    next_value = last_value
-    for t in reversed(range(rewards.shape[0])):
-        not_done = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_value * not_done - values[t]
-        last_gae = delta + gamma * gae_lambda * not_done * last_gae
-        advantages[t] = last_gae
-        next_value = values[t]
-    return advantages, advantages + values
-
-
-def bootstrap_truncations(rewards, values, last_value, truncations, gamma: float):
-    """Add gamma * V(final observation) to the reward of steps cut by the frame cap.
-
-    With next-step autoreset the final observation is what the agent sees on the following
-    (reset) step, so its value is already values[t + 1], or last_value at the rollout's end.
-    """
-    next_values = torch.cat([values[1:], last_value.unsqueeze(0)], dim=0)
-    return rewards + gamma * truncations * next_values
-
-
-# ---------------------------------------------------------------------------------------------
-# Rollout
-# ---------------------------------------------------------------------------------------------
-
-
-class RolloutBuffer:
-    """One rollout on the device. Per-step scalars share one (num_steps, 4, num_envs) tensor so
-    each env step costs a single host-to-device copy."""
-
-    def __init__(self, num_steps: int, num_envs: int, frame_stack: int, device: torch.device):
-        # Observations as the frame stack holds them (frames last); `obs` is the channels_last view.
-        self.frames = torch.zeros(num_steps, num_envs, 84, 84, frame_stack, dtype=torch.uint8, device=device)
-        self.obs = self.frames.permute(0, 1, 4, 2, 3)
-        self.actions = torch.zeros(num_steps, num_envs, dtype=torch.long, device=device)
-        self.logprobs = torch.zeros(num_steps, num_envs, device=device)
-        self.values = torch.zeros(num_steps, num_envs, device=device)
-        self.step_data = torch.zeros(num_steps, 4, num_envs, device=device)
-        # rewards: clipped if asked; dones: episode end for learning (game over, cap, life loss);
-        # truncations: cap to bootstrap through; valid: 0 where the action was not the agent's (a reset
-        # step ignores it; after a lost life FIRE replaces it).
-        self.rewards, self.dones, self.truncations, self.valid = self.step_data.unbind(1)
-
-
 @contextmanager
 def rollout_threads(envs: EnvGroups, device: torch.device):
     """With two env groups on the CPU, the network steps on one thread, so the other group's
@@ -540,123 +736,13 @@ def rollout_threads(envs: EnvGroups, device: torch.device):
         torch.set_num_threads(threads)
 
 
-def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, args: Args, device: torch.device):
-    """Fill `buf` with num_steps steps of every env; returns the (score, length) of each game that ended.
-
-    Each step, each group in turn takes in the step its emulators were running, then chooses its
-    next actions from those observations and sets the emulators going again: with two groups the
-    policy runs on one while the other's emulators step, and every action still comes from the
-    current policy and the env's latest observation. The only host/device exchange per step is the
-    actions out and one packed copy in.
-    """
-    finished, num_steps = [], buf.obs.shape[0]
-    for t in range(num_steps + 1):
-        for group in envs:
-            if t > 0:
-                finished += receive_step(group, buf, t - 1, args, device)
-            if t < num_steps:
-                send_actions(policy, group, buf, t, args)
-    return finished
+# --- Precision and figures ------------------------------------------------------------------------
 
 
-def fire_forced(group: EnvGroup, args: Args) -> np.ndarray:
-    """Envs whose next action is FIRE, not the agent's: after a lost life FIRE relaunches play, as
-    baselines' FireResetEnv presses it on each episodic-life reset."""
-    return group.episode_stats.life_lost & (args.episodic_life and group.envs.fire_action is not None)
-
-
-def send_actions(policy, group: EnvGroup, buf: RolloutBuffer, t: int, args: Args) -> None:
-    """Choose the group's actions for step t and set its emulators stepping."""
-    obs, columns = group.frame_stack.obs, group.columns
-    buf.obs[t, columns] = obs
-    with torch.no_grad():
-        action, logprob, value = policy(obs)
-    buf.actions[t, columns], buf.logprobs[t, columns], buf.values[t, columns] = action, logprob, value
-    actions, forced = action.cpu().numpy(), fire_forced(group, args)
-    group.envs.send(np.where(forced, group.envs.fire_action, actions) if forced.any() else actions)
-
-
-def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device: torch.device) -> list:
-    """Take in the group's step t: game statistics, the step's data in `buf`, the new frames."""
-    resetting = group.episode_stats.ended.copy()  # these envs started a new game on this step
-    forced = fire_forced(group, args)  # that step is the env's, not the agent's: out of the loss
-    frames, raw_rewards, terminated, truncated, lives = group.envs.recv()
-    valid, life_lost, returns, lengths = group.episode_stats.update(raw_rewards, terminated, truncated, lives)
-
-    rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
-    dones = terminated | truncated | (life_lost & args.episodic_life)
-    cut = truncated & ~terminated & args.time_limit_bootstrap
-    host = np.stack([rewards, dones, cut, valid & ~forced]).astype(np.float32)
-    # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t] and buf.valid[t]: they are views of it.
-    buf.step_data[t, :, group.columns].copy_(torch.from_numpy(host), non_blocking=True)
-    group.frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
-                           torch.from_numpy(resetting).to(device, non_blocking=True))
-    return list(zip(returns.tolist(), lengths.tolist()))
-
-
-# ---------------------------------------------------------------------------------------------
-# A2C loss, optimiser, learning-rate schedule
-# ---------------------------------------------------------------------------------------------
-
-
-def a2c_loss(logits, values, actions, advantages, returns, valid, *, value_loss: str, norm_adv: bool,
-             ent_coef: float, vf_coef: float, over_processes=None):
-    """Policy gradient with the advantage held fixed, plus value regression and an entropy bonus,
-    from the agent's outputs on the rollout; steps with valid = 0 do not count. Returns the loss and
-    its figures by name: policy_loss, value_loss, entropy. Under torchrun each process holds a
-    share of the batch and `over_processes` sums a tensor over all of them: means and advantage
-    statistics are then the whole batch's, and summing the gradients gives the whole batch's."""
-    total = over_processes or (lambda x: x)
-    probs = Categorical(logits=logits, validate_args=False)
-    count = total(valid.sum()).clamp(min=1.0)
-
-    def mean(x):  # this process's part of the mean over the whole batch
-        return (x * valid).sum() / count
-
-    advantages = advantages.detach()
-    if norm_adv:
-        adv_mean = total(mean(advantages))
-        adv_std = (total((((advantages - adv_mean) ** 2) * valid).sum()) / (count - 1).clamp(min=1.0)).sqrt()
-        advantages = (advantages - adv_mean) / (adv_std + 1e-8)
-    pg_loss = -mean(advantages * probs.log_prob(actions))
-    if value_loss == "huber":
-        v_loss = mean(nn.functional.smooth_l1_loss(values, returns, reduction="none"))
-    else:
-        v_loss = mean((values - returns) ** 2)
-    entropy = mean(probs.entropy())
-    loss = pg_loss + vf_coef * v_loss - ent_coef * entropy
-    figures = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
-    return loss, {name: total(value.detach()) for name, value in figures.items()}
-
-
-class RMSpropTF(torch.optim.Optimizer):
-    """RMSprop as TensorFlow 1 applies it, which the original A2C used: the mean square starts at
-    one and eps sits inside the square root, p -= lr * g / sqrt(ms + eps). PyTorch's RMSprop
-    (ms from zero, eps outside the root) takes far larger first steps: a known reason A2C fails
-    to learn Atari in other libraries."""
-
-    def __init__(self, params, lr: float, alpha: float = 0.99, eps: float = 1e-5):
-        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "square_avg" not in state:
-                    state["square_avg"] = torch.ones_like(p, memory_format=torch.preserve_format)
-                square_avg = state["square_avg"]
-                square_avg.mul_(group["alpha"]).addcmul_(p.grad, p.grad, value=1 - group["alpha"])
-                p.addcdiv_(p.grad, square_avg.add(group["eps"]).sqrt_(), value=-group["lr"])
-
-
-def learning_rate_at(step: int, args: Args) -> float:
-    """Linear from --learning-rate at step 0 to --lr-final at --decay-steps (0: total-timesteps), then flat."""
-    decay_steps = args.decay_steps or args.total_timesteps
-    frac = min(step / decay_steps, 1.0)
-    return args.learning_rate + frac * (args.lr_final - args.learning_rate)
+def autocast(args: Args, device: torch.device):
+    """--autocast bf16: the ops torch.autocast lists as safe (convolutions, matrix products) run in
+    bfloat16; everything else, and the weights, gradients and optimizer, stay fp32."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=args.autocast == "bf16")
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor, over_processes=None) -> float:
@@ -673,38 +759,38 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch
     return float("nan") if var_y == 0 else float(1 - variance(returns - values) / var_y)
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation: whole games on separate envs, raw scores, as rlib's validation envs; videos of them
-# ---------------------------------------------------------------------------------------------
+# --- Evaluation on whole games (raw scores, as rlib's validation envs) and its videos -------------
 
 
 @torch.no_grad()
-def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed: int,
+def evaluate(agent: nn.Module, args: Args, backend: str, device: torch.device, seed: int,
              video: Optional[Path] = None) -> np.ndarray:
-    """Scores of --eval-episodes whole games. Each env plays a fixed quota of games, so short games
-    are not over-represented by parallel play. Actions are sampled from a generator of their own,
-    so an evaluation leaves training's random stream, and so its result, untouched. With `video`,
-    env 0's first game is also written there in full colour."""
+    """Scores of --eval-episodes whole games played by evaluation_policy(agent). Each env plays a fixed
+    quota of games, so short games are not over-represented by parallel play. Actions are sampled from
+    a generator of their own, so an evaluation leaves training's random stream, and so its result,
+    untouched. With `video`, env 0's first game is also written there in full colour."""
     num_envs = min(args.eval_episodes, args.num_envs)
     quota = np.full(num_envs, args.eval_episodes // num_envs)
     quota[: args.eval_episodes % num_envs] += 1
     generator = torch.Generator(device).manual_seed(seed)
     envs, recorder = make_envs(args, backend, seed, num_envs), None
     frame_stack = FrameStack(num_envs, args.frame_stack, device)
+    policy = evaluation_policy(agent, args, num_envs, device)
     scores: list[float] = []
     played = np.zeros(num_envs, np.int64)
     try:
         recorder = GameRecorder(args, backend, seed, video) if video is not None else None
         frames, lives = envs.reset()
-        frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
+        new_game = np.ones(num_envs, dtype=bool)  # the observation begins a game
+        frame_stack.push(torch.from_numpy(frames).to(device), torch.from_numpy(new_game).to(device))
         episode_stats = EpisodeStats(num_envs, lives)
         while (played < quota).any():
-            logits, _ = agent(frame_stack.obs)
+            logits = policy(frame_stack.obs, new_game, episode_stats.life_lost)
             if args.eval_greedy:
                 actions = logits.argmax(-1)
             else:
                 actions = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-            resetting = episode_stats.ended.copy()
+            new_game = episode_stats.ended.copy()  # these envs reset on this step
             actions = actions.cpu().numpy()
             if args.episodic_life and envs.fire_action is not None:  # as in training: FIRE after a lost life
                 actions = np.where(episode_stats.life_lost, envs.fire_action, actions)
@@ -716,7 +802,7 @@ def evaluate(agent: Agent, args: Args, backend: str, device: torch.device, seed:
                 if played[i] < quota[i]:
                     scores.append(float(score))
                 played[i] += 1
-            frame_stack.push(torch.from_numpy(frames).to(device), torch.from_numpy(resetting).to(device))
+            frame_stack.push(torch.from_numpy(frames).to(device), torch.from_numpy(new_game).to(device))
     finally:
         envs.close()
         if recorder is not None:
@@ -772,9 +858,7 @@ class GameRecorder:
         return write_video(self.path, self.frames, self.fps)
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints: each written once, atomically; loadable with weights_only=True.
-# ---------------------------------------------------------------------------------------------
+# --- Checkpoints: each written once, atomically; loadable with weights_only=True ------------------
 
 
 class CheckpointError(Exception):
@@ -872,12 +956,7 @@ def check_resume(state: dict, args: Args) -> None:
                              f"{saved.get(name)}, not {getattr(args, name)}.")
 
 
-# ---------------------------------------------------------------------------------------------
-# Distributed: data-parallel over the processes torchrun starts (one per GPU, or CPU processes).
-# Each process steps its own share of the envs; losses and gradients are summed over processes,
-# so one update equals the single-process update on the whole batch. A plain `python script.py`
-# has one process and no process group, and none of this runs.
-# ---------------------------------------------------------------------------------------------
+# --- Processes: data-parallel under torchrun; one process and no process group otherwise ----------
 
 
 @dataclass
@@ -964,10 +1043,7 @@ def restore_rng(resume: dict, args: Args, procs: Processes) -> None:
               f"step and schedule continue; the RNG streams were reseeded", flush=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# The run around the learning code: its folder, seeds, and the end of every iteration (logging,
-# progress, evaluation and checkpoints when due, signals). The same text in every script.
-# ---------------------------------------------------------------------------------------------
+# --- The run: its folder, seeds, TensorBoard and W&B, progress, signals ---------------------------
 
 
 def find_run(args: Args) -> tuple[Optional[dict], Path]:
@@ -1243,93 +1319,6 @@ class RunLog:
                 "eval_return_mean": float(scores.mean()), "eval_return_std": float(scores.std()),
                 "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "interrupted": self.stopped}
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-
-
-def train(args: Args) -> dict:
-    check_args(args)
-    backend = resolve_backend(args.env_backend)
-    procs = Processes.from_environment()  # one process, or one of those torchrun started
-    device = join_processes(procs, args)
-    resume, run_dir = prepare_run(args, procs)
-    seed_everything(args)
-    keep_freed_memory()  # CPU updates reuse freed activations instead of page-faulting them back in
-    set_threads(args, procs, device)
-    num_envs = args.num_envs // procs.world_size  # this process's share of the envs
-    batch_size = args.num_envs * args.num_steps  # over all processes
-    num_iterations = args.total_timesteps // batch_size
-
-    start_iteration = 1 if resume is None else resume["iteration"] + 1
-    global_step = 0 if resume is None else resume["global_step"]
-    # A resumed run starts fresh games (emulator state is not saved), seeded apart from the first;
-    # each process's envs take the next num_envs seeds, so no two processes share one.
-    envs = EnvGroups(args, backend, args.seed + (start_iteration - 1) * args.num_envs + procs.rank * num_envs,
-                     num_envs, device)
-    agent = Agent(envs.num_actions, args.frame_stack).to(device).to(memory_format=torch.channels_last)
-    if args.optimizer == "rmsprop":
-        optimizer = RMSpropTF(agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha, eps=args.optimizer_eps)
-    else:
-        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
-    if resume is not None:
-        agent.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        restore_rng(resume, args, procs)
-    elif procs.world_size > 1:
-        torch.manual_seed(args.seed + 100_003 * procs.rank)  # the same initial weights, then each its own actions
-    over_processes = sum_over_processes if procs.world_size > 1 else None
-
-    def policy(obs):
-        with autocast(args, device):
-            return policy_step(agent, obs)
-
-    gae_fn, loss_fn = compute_gae, a2c_loss
-    if args.compile:
-        from torch._inductor import config as inductor_config
-
-        inductor_config.fallback_random = True  # sample actions from the eager RNG stream
-        policy, gae_fn, loss_fn = torch.compile(policy), torch.compile(gae_fn), torch.compile(loss_fn)
-
-    buf = RolloutBuffer(args.num_steps, num_envs, args.frame_stack, device)
-
-    evaluate_agent = functools.partial(evaluate, agent, args, backend, device)
-    iteration = start_iteration - 1
-    with closing(envs), RunLog(args, run_dir, resume, agent, optimizer, envs.num_actions, evaluate_agent,
-                                       procs) as run:
-        for iteration in range(start_iteration, num_iterations + 1):
-            lr = learning_rate_at(global_step, args)
-            optimizer.param_groups[0]["lr"] = lr
-
-            with rollout_threads(envs, device):
-                games = collect_rollout(policy, envs, buf, args, device)
-            global_step += batch_size
-            with torch.no_grad(), autocast(args, device):
-                last_value = agent(envs.obs)[1]
-                rewards = buf.rewards
-                if args.time_limit_bootstrap:
-                    rewards = bootstrap_truncations(rewards, buf.values, last_value, buf.truncations, args.gamma)
-                advantages, returns = gae_fn(rewards, buf.values, buf.dones, last_value, args.gamma, args.gae_lambda)
-
-            with autocast(args, device):
-                logits, values = agent(buf.obs.flatten(0, 1))
-                loss, losses = loss_fn(logits, values, buf.actions.flatten(), advantages.flatten(), returns.flatten(),
-                                       buf.valid.flatten(), value_loss=args.value_loss, norm_adv=args.norm_adv,
-                                       ent_coef=args.ent_coef, vf_coef=args.vf_coef, over_processes=over_processes)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if over_processes is not None:
-                sum_gradients(agent)  # every process now holds the whole batch's gradient
-            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-            optimizer.step()
-            losses = {name: value.item() for name, value in losses.items()}
-            losses["explained_variance"] = explained_variance(buf.values, returns, buf.valid, over_processes)
-
-            if run.end_iteration(iteration, global_step, games, lr, losses):
-                break
-        return run.finish(iteration, global_step)
 
 
 def main() -> None:

@@ -215,3 +215,17 @@ def test_compile_learns_the_same_as_eager(tmp_path):
         weights.append(torch.load(out["checkpoint"], weights_only=True)["model"])
     for name in weights[0]:
         assert torch.allclose(weights[0][name], weights[1][name], atol=1e-5), name
+
+
+def test_decay_steps_anneals_over_n_steps_then_holds_zero():
+    args = P.Args(learning_rate=1e-3, num_envs=8, num_steps=128, total_timesteps=8 * 128 * 10, decay_steps=8 * 128 * 4)
+    assert [P.learning_rate_at(i, 10, args) for i in range(1, 8)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4, 0, 0, 0])
+    ten_million = dataclasses.replace(args, decay_steps=10_000_000)  # a short run on a 10M schedule
+    assert P.learning_rate_at(977, 10, ten_million) == pytest.approx(1e-3 * (1 - 976 * 1024 / 10_000_000))
+
+
+def test_decay_steps_zero_is_the_run_own_schedule_bit_for_bit():
+    args = P.Args(learning_rate=2.5e-4, total_timesteps=10_000_000)
+    n = args.total_timesteps // (args.num_envs * args.num_steps)
+    assert all(P.learning_rate_at(i, n, args) == (1.0 - (i - 1.0) / n) * 2.5e-4 for i in range(1, n + 1))
+    assert P.learning_rate_at(5, n, dataclasses.replace(args, anneal_lr=False)) == 2.5e-4
