@@ -395,23 +395,22 @@ def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device
 
 
 def a2c_loss(logits, values, actions, advantages, returns, valid, *, value_loss: str, norm_adv: bool,
-             ent_coef: float, vf_coef: float, over_processes=None):
+             ent_coef: float, vf_coef: float, over_processes=lambda x: x):
     """Policy gradient with the advantage held fixed, plus value regression and an entropy bonus,
     from the agent's outputs on the rollout; steps with valid = 0 do not count. Returns the loss and
     its figures by name: policy_loss, value_loss, entropy. Under torchrun each process holds a
     share of the batch and `over_processes` sums a tensor over all of them: means and advantage
     statistics are then the whole batch's, and summing the gradients gives the whole batch's."""
-    total = over_processes or (lambda x: x)
     probs = Categorical(logits=logits, validate_args=False)
-    count = total(valid.sum()).clamp(min=1.0)
+    count = over_processes(valid.sum()).clamp(min=1.0)
 
     def mean(x):  # this process's part of the mean over the whole batch
         return (x * valid).sum() / count
 
     advantages = advantages.detach()
     if norm_adv:
-        adv_mean = total(mean(advantages))
-        adv_std = (total((((advantages - adv_mean) ** 2) * valid).sum()) / (count - 1).clamp(min=1.0)).sqrt()
+        adv_mean = over_processes(mean(advantages))
+        adv_std = (over_processes((((advantages - adv_mean) ** 2) * valid).sum()) / (count - 1).clamp(min=1.0)).sqrt()
         advantages = (advantages - adv_mean) / (adv_std + 1e-8)
     pg_loss = -mean(advantages * probs.log_prob(actions))
     if value_loss == "huber":
@@ -421,7 +420,7 @@ def a2c_loss(logits, values, actions, advantages, returns, valid, *, value_loss:
     entropy = mean(probs.entropy())
     loss = pg_loss + vf_coef * v_loss - ent_coef * entropy
     figures = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
-    return loss, {name: total(value.detach()) for name, value in figures.items()}
+    return loss, {name: over_processes(value.detach()) for name, value in figures.items()}
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -495,7 +494,6 @@ def train(args: Args) -> dict:
         restore_rng(resume, args, procs)
     elif procs.world_size > 1:
         torch.manual_seed(args.seed + 100_003 * procs.rank)  # the same initial weights, then each its own actions
-    over_processes = sum_over_processes if procs.world_size > 1 else None
 
     def policy(obs, state, starts):
         with autocast(args, device):
@@ -533,22 +531,26 @@ def train(args: Args) -> dict:
             # truncated BPTT: unroll from the state stored at the rollout's start
             with autocast(args, device):
                 logits, values, _ = agent(buf.obs, buf.initial_state, buf.starts)
-                loss, losses = loss_fn(logits.flatten(0, 1), values.flatten(), buf.actions.flatten(),
+                loss, figures = loss_fn(logits.flatten(0, 1), values.flatten(), buf.actions.flatten(),
                                        advantages.flatten(), returns.flatten(), buf.valid.flatten(),
                                        value_loss=args.value_loss, norm_adv=args.norm_adv, ent_coef=args.ent_coef,
-                                       vf_coef=args.vf_coef, over_processes=over_processes)
+                                       vf_coef=args.vf_coef, over_processes=sum_over_processes)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if over_processes is not None:
-                sum_gradients(agent)  # every process now holds the whole batch's gradient
-            losses.update(gradient_norms(agent))
+            sum_gradients(agent)  # under torchrun: every process now holds the whole batch's gradient
+            figures.update(gradient_norms(agent))
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             optimizer.step()
-            losses = {name: value.item() for name, value in losses.items()}
-            losses["explained_variance"] = explained_variance(buf.values, returns, buf.valid, over_processes)
+            figures = {name: value.item() for name, value in figures.items()}
+            figures["explained_variance"] = explained_variance(buf.values, returns, buf.valid, sum_over_processes)
 
-            if run.end_iteration(iteration, global_step, games, lr, losses):
+            run.log_iteration(iteration, global_step, games, lr, figures)
+            if evaluation_due(global_step, batch_size, args.eval_every):
+                run.evaluate(global_step)
+            if run.stop_requested():  # SIGINT/SIGTERM to any process: finish() writes the checkpoint
                 break
+            if args.checkpoint_every and iteration % args.checkpoint_every == 0 and iteration < num_iterations:
+                run.save_checkpoint(iteration, global_step, args.keep_checkpoints)
         return run.finish(iteration, global_step)
 
 
@@ -822,15 +824,15 @@ def autocast(args: Args, device: torch.device):
     return torch.autocast(device.type, torch.bfloat16, enabled=args.autocast == "bf16")
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor, over_processes=None) -> float:
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor,
+                       over_processes=lambda x: x) -> float:
     """1 - Var[returns - values] / Var[returns] over the valid steps of every process (1: perfect
     critic, <=0: useless)."""
-    total = over_processes or (lambda x: x)
-    count = total(valid.sum())
+    count = over_processes(valid.sum())
 
     def variance(x):
-        mean = total((x * valid).sum()) / count
-        return total(((x - mean) ** 2 * valid).sum()) / (count - 1)
+        mean = over_processes((x * valid).sum()) / count
+        return over_processes(((x - mean) ** 2 * valid).sum()) / (count - 1)
 
     var_y = variance(returns) if count > 1 else torch.tensor(0.0)
     return float("nan") if var_y == 0 else float(1 - variance(returns - values) / var_y)
@@ -1083,14 +1085,18 @@ def set_threads(args: Args, procs: Processes, device: torch.device) -> None:
 
 
 def sum_over_processes(x: torch.Tensor) -> torch.Tensor:
-    """A copy of x summed over every process (no gradient flows through it)."""
+    """A copy of x summed over every process (no gradient flows through it); x itself in one process."""
+    if not dist.is_initialized():
+        return x
     x = x.detach().clone()
     dist.all_reduce(x)
     return x
 
 
 def sum_gradients(agent: nn.Module) -> None:
-    """Sum every parameter's gradient over the processes, in one collective."""
+    """Sum every parameter's gradient over the processes, in one collective (nothing in one process)."""
+    if not dist.is_initialized():
+        return
     grads = [p.grad for p in agent.parameters() if p.grad is not None]
     flat = torch.cat([g.flatten() for g in grads])
     dist.all_reduce(flat)
@@ -1187,8 +1193,6 @@ def keep_freed_memory() -> None:
 
 
 def open_writer(run_dir: Path, args: Args, resume: Optional[dict]) -> SummaryWriter:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     # On resume, TensorBoard hides what the first run logged after the checkpoint.
     writer = SummaryWriter(str(run_dir), purge_step=resume["global_step"] + 1 if resume else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
@@ -1267,25 +1271,19 @@ class Tracking:
 
 
 class RunLog:
-    """What every script does at the end of an iteration, in one place: finished games and figures
-    to TensorBoard (and W&B with --track), a progress line every --log-interval seconds, an
-    evaluation and a checkpoint when due, a stop after SIGINT/SIGTERM; then a last evaluation, the
-    final checkpoint and train()'s figures.
-
-    `with RunLog(...) as run:` opens the writer and catches the signals for the loop's duration.
-    `evaluate(seed=..., video=...)` plays whole games and returns their scores.
-    """
+    """The run around the learning loop: `with RunLog(...) as run:` writes args.json, opens TensorBoard
+    (and W&B with --track) on rank 0 and turns SIGINT/SIGTERM into a request to stop. The loop calls
+    log_iteration(), evaluate() and save_checkpoint() when due, and finish() at the end."""
 
     def __init__(self, args: Args, run_dir: Path, resume: Optional[dict], agent: nn.Module,
                  optimizer: torch.optim.Optimizer, num_actions: int, evaluate, procs: Processes = Processes()):
-        self.args, self.run_dir, self.resume, self.evaluate, self.procs = args, run_dir, resume, evaluate, procs
+        self.args, self.run_dir, self.resume, self.play_games, self.procs = args, run_dir, resume, evaluate, procs
         self.agent, self.optimizer, self.num_actions = agent, optimizer, num_actions
-        self.batch_size = args.num_envs * args.num_steps
-        self.num_iterations = args.total_timesteps // self.batch_size
+        self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps)
         self.first_iteration = 1 if resume is None else resume["iteration"] + 1
         self.start_step = 0 if resume is None else resume["global_step"]
         self.recent_returns: list[float] = []  # the last 100 games' scores
-        self.episodes, self.checkpoint, self.stop = 0, None, StopOnSignal()
+        self.episodes, self.checkpoint, self.signal = 0, None, StopOnSignal()
         self.last_eval: Optional[tuple[int, np.ndarray]] = None  # (global step, scores)
         self.stopped = False  # by a signal to any process
 
@@ -1293,14 +1291,15 @@ class RunLog:
         self.tracking, self.writer = None, None  # rank 0 alone writes the run folder
         if self.procs.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(self.args), indent=2))
             self.tracking = Tracking(self.args, self.run_dir, self.resume) if self.args.track else None  # first
             self.writer = open_writer(self.run_dir, self.args, self.resume)
-        self.stop.__enter__()
+        self.signal.__enter__()
         self.start_time = self.last_print = time.time()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop.__exit__(*exc)
+        self.signal.__exit__(*exc)
         if self.writer is not None:
             self.writer.close()
         if self.tracking is not None:
@@ -1309,63 +1308,20 @@ class RunLog:
     def sps(self, global_step: int) -> float:
         return (global_step - self.start_step) / max(time.time() - self.start_time, 1e-9)
 
-    def state(self, iteration: int, global_step: int) -> dict:
-        """Everything a resume or a playback needs, every process's RNG state included (called by all)."""
-        rngs = all_gather(rng_state(), self.procs)
-        state = {"script": SCRIPT, "args": dataclasses.asdict(self.args), "iteration": iteration,
-                 "global_step": global_step, "num_actions": self.num_actions, "model": self.agent.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "rng": rngs[0], "rng_by_rank": rngs}
-        if self.tracking is not None and self.tracking.run is not None:
-            state["wandb_id"] = self.tracking.run.id
-        return state
-
-    def evaluation(self, global_step: int) -> None:
-        """Play --eval-episodes whole games; log their mean and spread, and the video if asked."""
-        started = time.time()
-        video = self.run_dir / "videos" / f"eval_{global_step}.mp4" if self.args.capture_video else None
-        scores = self.evaluate(seed=self.args.seed + 100_000 + global_step, video=video)
-        self.writer.add_scalar("eval/return_mean", scores.mean(), global_step)
-        self.writer.add_scalar("eval/return_std", scores.std(), global_step)
-        if video is not None and video.exists() and self.tracking is not None:
-            self.tracking.log_video(video)
-        self.last_eval = (global_step, scores)
-        print(f"eval at step {global_step:,}: {scores.mean():.1f} +- {scores.std():.1f} over {len(scores)} games "
-              f"({time.time() - started:.1f}s)", flush=True)
-
-    def end_iteration(self, iteration: int, global_step: int, games: list[tuple[float, int]],
-                      learning_rate: float, losses: dict[str, float]) -> bool:
-        """Log, print, evaluate and checkpoint as due; True when a signal asks the run to stop."""
-        games = [game for share in all_gather(games, self.procs) for game in share]  # every process's games
-        self.stopped = self.stop.signal is not None
-        if self.procs.world_size > 1:  # all processes stop at the same iteration
-            flag = torch.tensor(float(self.stopped), device=next(self.agent.parameters()).device)
-            self.stopped = bool(sum_over_processes(flag).item())
-        if self.procs.main:
-            self.log(iteration, global_step, games, learning_rate, losses)
-        if self.stopped:
-            if self.procs.main:
-                print(f"signal {self.stop.signal or '(to another process)'} received: saving a checkpoint and stopping",
-                      flush=True)
-            return True
-        every = self.args.checkpoint_every
-        if every and iteration % every == 0 and iteration != self.num_iterations:  # the last one is finish()'s
-            self.save(iteration, global_step, self.args.keep_checkpoints)
-        return False
-
-    def save(self, iteration: int, global_step: int, keep: int = 0) -> None:
-        state = self.state(iteration, global_step)
-        if self.procs.main:
-            self.checkpoint = write_checkpoint(self.run_dir, state, keep)
-
-    def log(self, iteration: int, global_step: int, games: list[tuple[float, int]], learning_rate: float,
-            losses: dict[str, float]) -> None:
+    def log_iteration(self, iteration: int, global_step: int, games: list[tuple[float, int]], learning_rate: float,
+                      figures: dict[str, float]) -> None:
+        """Every process calls it: rank 0 gathers every process's finished games, writes them and the
+        figures to TensorBoard and prints a progress line every --log-interval seconds."""
+        games = [game for share in all_gather(games, self.procs) for game in share]
+        if not self.procs.main:
+            return
         for score, length in games:
             self.writer.add_scalar("charts/episodic_return", score, global_step)
             self.writer.add_scalar("charts/episodic_length", length, global_step)
         self.episodes += len(games)
         self.recent_returns = (self.recent_returns + [score for score, _ in games])[-100:]
         self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
-        for name, value in losses.items():
+        for name, value in figures.items():
             self.writer.add_scalar(f"losses/{name}", value, global_step)
         sps = self.sps(global_step)
         self.writer.add_scalar("charts/SPS", sps, global_step)
@@ -1374,8 +1330,45 @@ class RunLog:
             print(progress_line(global_step, self.args.total_timesteps, sps, self.last_print - self.start_time,
                                 self.recent_returns), flush=True)
 
-        if evaluation_due(global_step, self.batch_size, self.args.eval_every):
-            self.evaluation(global_step)
+    def stop_requested(self) -> bool:
+        """Every process calls it: True at the same iteration on all of them once SIGINT/SIGTERM
+        reached any one (finish() then writes the checkpoint)."""
+        self.stopped = self.signal.signal is not None
+        if self.procs.world_size > 1:
+            flag = torch.tensor(float(self.stopped), device=next(self.agent.parameters()).device)
+            self.stopped = bool(sum_over_processes(flag).item())
+        if self.stopped and self.procs.main:
+            print(f"signal {self.signal.signal or '(to another process)'} received: saving a checkpoint and stopping",
+                  flush=True)
+        return self.stopped
+
+    def evaluate(self, global_step: int) -> None:
+        """Rank 0 plays --eval-episodes whole games and logs their mean and spread (and video)."""
+        if not self.procs.main:
+            return
+        started = time.time()
+        video = self.run_dir / "videos" / f"eval_{global_step}.mp4" if self.args.capture_video else None
+        scores = self.play_games(seed=self.args.seed + 100_000 + global_step, video=video)
+        self.writer.add_scalar("eval/return_mean", scores.mean(), global_step)
+        self.writer.add_scalar("eval/return_std", scores.std(), global_step)
+        if video is not None and video.exists() and self.tracking is not None:
+            self.tracking.log_video(video)
+        self.last_eval = (global_step, scores)
+        print(f"eval at step {global_step:,}: {scores.mean():.1f} +- {scores.std():.1f} over {len(scores)} games "
+              f"({time.time() - started:.1f}s)", flush=True)
+
+    def save_checkpoint(self, iteration: int, global_step: int, keep: int = 0) -> None:
+        """Every process calls it: each one's RNG state is gathered; rank 0 writes everything a resume
+        or a playback needs."""
+        rngs = all_gather(rng_state(), self.procs)
+        if not self.procs.main:
+            return
+        state = {"script": SCRIPT, "args": dataclasses.asdict(self.args), "iteration": iteration,
+                 "global_step": global_step, "num_actions": self.num_actions, "model": self.agent.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "rng": rngs[0], "rng_by_rank": rngs}
+        if self.tracking is not None and self.tracking.run is not None:
+            state["wandb_id"] = self.tracking.run.id
+        self.checkpoint = write_checkpoint(self.run_dir, state, keep)
 
     def finish(self, iteration: int, global_step: int) -> dict:
         """Evaluate once more unless just done (or stopped by a signal), write the final checkpoint
@@ -1383,10 +1376,10 @@ class RunLog:
         sps, elapsed = self.sps(global_step), time.time() - self.start_time  # training's, before the evaluation
         ran = iteration >= self.first_iteration
         evaluated = self.last_eval is not None and self.last_eval[0] == global_step
-        if ran and self.procs.main and self.args.eval_every and not self.stopped and not evaluated:
-            self.evaluation(global_step)
+        if ran and self.args.eval_every and not self.stopped and not evaluated:
+            self.evaluate(global_step)
         if ran:
-            self.save(iteration, global_step)
+            self.save_checkpoint(iteration, global_step)
         if self.procs.world_size > 1:
             dist.barrier()  # leave together: a process tearing down while rank 0 still writes can abort
         scores = self.last_eval[1] if self.last_eval is not None else np.array([np.nan])

@@ -1,0 +1,61 @@
+"""benchmarks/lstm_memory.py: the three ways of handing the LSTM its state, on a tiny untrained agent."""
+
+import json
+import sys
+
+import torch
+
+import a2c_lstm_atari as L
+from conftest import ROOT, tiny_args
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import lstm_memory  # noqa: E402
+
+
+class Recorder(torch.nn.Module):
+    """An LSTM agent that records the state each step receives."""
+
+    def __init__(self, agent):
+        super().__init__()
+        self.agent, self.received = agent, []
+
+    def initial_state(self, num_envs, device):
+        return self.agent.initial_state(num_envs, device)
+
+    def step(self, obs, state, starts):
+        self.received.append(tuple(s.clone() for s in state))
+        return self.agent.step(obs, state, starts)
+
+
+def test_each_mode_hands_the_network_the_state_it_names():
+    torch.manual_seed(0)
+    agent = L.Agent(4, frame_stack=1, lstm_hidden_size=8)
+    obs, starts = torch.randint(0, 255, (3, 1, 84, 84), dtype=torch.uint8), torch.zeros(3, dtype=torch.bool)
+    state = (torch.randn(1, 3, 8), torch.randn(1, 3, 8))
+    for mode in lstm_memory.MODES:
+        inner = Recorder(agent)
+        lstm_memory.HandledState(inner, mode).step(obs, state, starts)
+        h, c = inner.received[0]
+        if mode == "as-trained":
+            assert torch.equal(h, state[0]) and torch.equal(c, state[1])
+        elif mode == "zeroed":
+            assert not h.any() and not c.any()
+        else:  # env i gets env i-1's state, never its own
+            assert torch.equal(h[0, 1], state[0][0, 0]) and torch.equal(c[0, 0], state[1][0, 2])
+            assert all(not torch.equal(h[0, i], state[0][0, i]) for i in range(3))
+
+
+def test_the_three_modes_play_whole_games_and_as_trained_is_the_script_own_evaluation(tmp_path):
+    args = tiny_args(L, tmp_path, iterations=1, run_name="tiny", max_episode_frames=400)
+    L.train(args)
+    out = tmp_path / "memory.json"
+    results = lstm_memory.main(lstm_memory.Args(str(tmp_path / "runs" / "tiny"), episodes=3, env_backend="ale",
+                                                seed=7, out=str(out)))
+    assert set(results["modes"]) == set(lstm_memory.MODES)
+    assert all(len(r["scores"]) == 3 for r in results["modes"].values())
+    assert json.loads(out.read_text())["modes"] == results["modes"]
+    state = L.load_checkpoint(tmp_path / "runs" / "tiny")
+    agent = L.Agent(state["num_actions"], args.frame_stack, args.lstm_hidden_size)
+    agent.load_state_dict(state["model"])
+    own = L.evaluate(agent, L.Args(**{**state["args"], "eval_episodes": 3}), "ale", torch.device("cpu"), seed=7)
+    assert results["modes"]["as-trained"]["scores"] == own.tolist()
