@@ -1,22 +1,17 @@
-"""A2C for Atari: synchronous advantage actor-critic (Mnih et al. 2016) with the standard Atari protocol.
+"""A2C for Atari: synchronous advantage actor-critic (Mnih et al. 2016, arXiv 1602.01783), standard Atari protocol.
+
+    python a2c_atari.py --env-id Breakout-v5 --num-envs 16
 
 Above the divider line, the algorithm: Args, network, returns, rollout, A2C loss and update, train().
 Below it, the harness every script holds word for word: envs, evaluation, checkpoints, processes, the run, main().
 
-    python a2c_atari.py --env-id Breakout-v5 --num-envs 16
-
-Differences from CleanRL (which has no Atari A2C; its PPO scripts are what readers know), each on
-purpose: `dones[t]` marks the transition taken at step t that ended an episode (CleanRL's marks that
-observation t begins one), so the returns read `1 - dones[t]` with no shift; a `valid` mask keeps
-out of the loss the steps whose action was not the agent's (the backend's reset step, and FIRE
-pressed after a lost life as baselines' FireResetEnv does); observations are stored frames last and
-read through a channels_last view; logged returns are whole-game scores; one gradient step per
-rollout, so the logged loss figures are that step's; the rollout steps one half of the envs while
-the network acts on the other half (`--overlap`, the same transitions).
-
-References: "Asynchronous Methods for Deep Reinforcement Learning" (arXiv 1602.01783) and
-OpenAI baselines' A2C (RMSprop as TensorFlow applies it, n-step returns); Machado et al.,
-"Revisiting the Arcade Learning Environment" (JAIR 2018) for the sticky-action protocol.
+CleanRL has no Atari A2C; where it differs from CleanRL's PPO scripts, on purpose: `dones[t]` marks
+the transition at step t that ended an episode, so the returns read `1 - dones[t]` with no shift; a
+`valid` mask keeps out of the loss the steps whose action was not the agent's (the backend's reset
+step; FIRE after a lost life, as baselines' FireResetEnv); logged returns are whole-game scores;
+observations are stored frames last (channels_last); the emulators of one half of the envs step
+while the network acts on the other. RMSprop as TensorFlow applies it and n-step returns follow
+OpenAI baselines' A2C; Machado et al. (JAIR 2018) for the sticky-action protocol.
 """
 
 from __future__ import annotations
@@ -318,8 +313,8 @@ def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device
 
     rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
     dones = terminated | truncated | (life_lost & args.episodic_life)
-    cut = truncated & ~terminated & args.time_limit_bootstrap
-    host = np.stack([rewards, dones, cut, valid & ~forced]).astype(np.float32)
+    truncations = truncated & ~terminated & args.time_limit_bootstrap  # to bootstrap through
+    host = np.stack([rewards, dones, truncations, valid & ~forced]).astype(np.float32)
     # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t] and buf.valid[t]: they are views of it.
     buf.step_data[t, :, group.columns].copy_(torch.from_numpy(host), non_blocking=True)
     group.frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
@@ -413,7 +408,7 @@ def train(args: Args) -> dict:
                      num_envs, device)
     agent = Agent(envs.num_actions, args.frame_stack).to(device).to(memory_format=torch.channels_last)
     if args.optimizer == "rmsprop":
-        optimizer = RMSpropTF(agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha, eps=args.optimizer_eps)
+        optimizer = RMSpropTF(agent.parameters(), args.learning_rate, args.rmsprop_alpha, args.optimizer_eps)
     else:
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
     if resume is not None:

@@ -1,25 +1,18 @@
-"""Recurrent A2C for Atari: synchronous advantage actor-critic with an LSTM, standard Atari protocol.
+"""Recurrent A2C for Atari: advantage actor-critic with an LSTM (Mnih et al. 2016, arXiv 1602.01783).
+
+    python a2c_lstm_atari.py --env-id Breakout-v5 --num-envs 16
 
 Above the divider line, the algorithm: Args, network, returns, rollout, A2C loss and update, train().
 Below it, the harness every script holds word for word: envs, evaluation, checkpoints, processes, the run, main().
 
-    python a2c_lstm_atari.py --env-id Breakout-v5 --num-envs 16
-
-Differences from CleanRL's ppo_atari_lstm.py, each on purpose: `starts[t]` marks the steps at which
-an env's episode begins, and the LSTM state is zeroed exactly there (CleanRL zeroes it after every
-`done`, a lost life included); the state is kept across a lost life, as the game goes on
-(`--reset-on-life-loss` zeroes it there too); `dones[t]` marks the transition taken at step t that
-ended an episode (CleanRL's marks that observation t begins one), so the returns read `1 - dones[t]`
-with no shift; a `valid` mask keeps out of the loss the steps whose action was not the agent's (the
-backend's reset step, and FIRE pressed after a lost life as baselines' FireResetEnv does);
-observations are stored frames last and read through a channels_last view; logged returns are
-whole-game scores; the rollout steps one half of the envs while the network acts on the other half
-(`--overlap`, the same transitions; each env's LSTM state is its own column).
-
-The LSTM state is carried across rollouts and zeroed for an env exactly when its episode starts;
-training unrolls it over each rollout from the state stored at the rollout's start (truncated
-backpropagation through time). References: Mnih et al. 2016 (arXiv 1602.01783, the LSTM A3C
-agent); CleanRL's ppo_atari_lstm.py; Machado et al. 2018 for the sticky-action protocol.
+The LSTM state is carried across rollouts and zeroed for an env exactly where its game starts
+(`starts[t]`; CleanRL's ppo_atari_lstm.py zeroes it after every `done`, a lost life included;
+`--reset-on-life-loss` does that here); training unrolls it over each rollout from the state stored
+at the rollout's start (truncated BPTT). As in the other scripts: `dones[t]` marks the transition at
+step t that ended an episode (no shift); a `valid` mask keeps the backend's reset step and FIRE after
+a lost life out of the loss; logged returns are whole-game scores; frames are stored last
+(channels_last); one half of the envs steps while the network acts on the other (each env's LSTM
+state is its own column). Machado et al. (JAIR 2018) for the sticky-action protocol.
 """
 
 from __future__ import annotations
@@ -379,10 +372,10 @@ def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device
 
     rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
     dones = terminated | truncated | (life_lost & args.episodic_life)
-    cut = truncated & ~terminated & args.time_limit_bootstrap
+    truncations = truncated & ~terminated & args.time_limit_bootstrap  # to bootstrap through
     # the frame pushed below is a new game's first (or follows a lost life, if asked)
     next_starts = resetting | (life_lost & args.reset_on_life_loss)
-    host = np.stack([rewards, dones, cut, valid & ~forced, next_starts]).astype(np.float32)
+    host = np.stack([rewards, dones, truncations, valid & ~forced, next_starts]).astype(np.float32)
     # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t], buf.valid[t] and
     # buf.next_starts[t]: they are views of it.
     buf.step_data[t, :, group.columns].copy_(torch.from_numpy(host), non_blocking=True)
@@ -483,9 +476,10 @@ def train(args: Args) -> dict:
     # each process's envs take the next num_envs seeds, so no two processes share one.
     envs = EnvGroups(args, backend, args.seed + (start_iteration - 1) * args.num_envs + procs.rank * num_envs,
                      num_envs, device)
-    agent = Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size).to(device).to(memory_format=torch.channels_last)
+    agent = Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size)
+    agent = agent.to(device).to(memory_format=torch.channels_last)
     if args.optimizer == "rmsprop":
-        optimizer = RMSpropTF(agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha, eps=args.optimizer_eps)
+        optimizer = RMSpropTF(agent.parameters(), args.learning_rate, args.rmsprop_alpha, args.optimizer_eps)
     else:
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
     if resume is not None:

@@ -1,22 +1,17 @@
-"""PPO for Atari: clipped-surrogate PPO (Schulman et al. 2017) with the standard Atari protocol.
+"""PPO for Atari: clipped-surrogate PPO (Schulman et al. 2017, arXiv 1707.06347), standard Atari protocol.
+
+    python ppo_atari.py --env-id Breakout-v5 --num-envs 8
 
 Above the divider line, the algorithm: Args, network, returns, rollout, PPO loss and update, train().
 Below it, the harness every script holds word for word: envs, evaluation, checkpoints, processes, the run, main().
 
-    python ppo_atari.py --env-id Breakout-v5 --num-envs 8
-
-Differences from CleanRL's ppo_atari_envpool.py, each on purpose: `dones[t]` marks the transition
-taken at step t that ended an episode (CleanRL's marks that observation t begins one), so GAE reads
-`1 - dones[t]` with no shift; a `valid` mask keeps out of the loss the steps whose action was not
-the agent's (the backend's reset step, and FIRE pressed after a lost life as baselines' FireResetEnv
-does); observations are stored frames last and read through a channels_last view; `--target-kl` is
-checked after every minibatch, not every epoch; the logged loss figures are means over the whole
-update, not the last minibatch's; logged returns are whole-game scores; the rollout steps one half
-of the envs while the network acts on the other half (`--overlap`, the same transitions).
-
-References: "Proximal Policy Optimization Algorithms" (arXiv 1707.06347); Huang et al., "The 37
-Implementation Details of Proximal Policy Optimization" (ICLR blog track 2022); Machado et al.,
-"Revisiting the Arcade Learning Environment" (JAIR 2018) for the sticky-action protocol.
+Where it differs from CleanRL's ppo_atari_envpool.py, on purpose: `dones[t]` marks the transition at
+step t that ended an episode, so GAE reads `1 - dones[t]` with no shift; a `valid` mask keeps out of
+the loss the steps whose action was not the agent's (the backend's reset step; FIRE after a lost
+life, as baselines' FireResetEnv); logged returns are whole-game scores; `--target-kl` is checked
+every minibatch; logged loss figures are means over the update; observations are stored frames last
+(channels_last); the emulators of one half of the envs step while the network acts on the other.
+References: Huang et al., "The 37 Implementation Details of PPO" (2022); Machado et al. (JAIR 2018).
 """
 
 from __future__ import annotations
@@ -334,8 +329,8 @@ def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device
 
     rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
     dones = terminated | truncated | (life_lost & args.episodic_life)
-    cut = truncated & ~terminated & args.time_limit_bootstrap
-    host = np.stack([rewards, dones, cut, valid & ~forced]).astype(np.float32)
+    truncations = truncated & ~terminated & args.time_limit_bootstrap  # to bootstrap through
+    host = np.stack([rewards, dones, truncations, valid & ~forced]).astype(np.float32)
     # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t] and buf.valid[t]: they are views of it.
     buf.step_data[t, :, group.columns].copy_(torch.from_numpy(host), non_blocking=True)
     group.frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
@@ -344,15 +339,6 @@ def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device
 
 
 # --- PPO loss and update --------------------------------------------------------------------------
-
-
-def learning_rate_at(iteration: int, num_iterations: int, args: Args) -> float:
-    """--anneal-lr: linear from --learning-rate at the first iteration to 0 at --decay-steps (0: the
-    run's end, CleanRL's schedule), then 0; a 10M-step schedule lets a short run read like a long one's start."""
-    if not args.anneal_lr:
-        return args.learning_rate
-    anneal_iterations = args.decay_steps / (args.num_envs * args.num_steps) if args.decay_steps else num_iterations
-    return max(1.0 - (iteration - 1.0) / anneal_iterations, 0.0) * args.learning_rate
 
 
 def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_values, valid, *,
@@ -428,6 +414,15 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: d
             if args.target_kl is not None and figures["approx_kl"].item() > args.target_kl:
                 return means()  # the KL limit ends the whole update, not only this epoch
     return means()
+
+
+def learning_rate_at(iteration: int, num_iterations: int, args: Args) -> float:
+    """--anneal-lr: linear from --learning-rate at the first iteration to 0 at --decay-steps (0: the
+    run's end, CleanRL's schedule), then 0; a 10M-step schedule lets a short run read like a long one's start."""
+    if not args.anneal_lr:
+        return args.learning_rate
+    anneal_iterations = args.decay_steps / (args.num_envs * args.num_steps) if args.decay_steps else num_iterations
+    return max(1.0 - (iteration - 1.0) / anneal_iterations, 0.0) * args.learning_rate
 
 
 # --- Training -------------------------------------------------------------------------------------

@@ -91,7 +91,8 @@ def load(path: str) -> tuple[dict, object, Path]:
     except Exception as e:
         text = str(e)
         if "Weights only load failed" in text and ("GLOBAL" in text or "Unsupported" in text):
-            raise SampleError(f"{str(p)!r} holds pickled objects that could run code; refused without loading them.") from None
+            raise SampleError(f"{str(p)!r} holds pickled objects that could run code; refused without loading them.") \
+                from None
         reason = text.strip().splitlines()[0][:160] if text.strip() else type(e).__name__
         raise SampleError(f"{str(p)!r} is not a loadable checkpoint ({reason}).") from None
     if not isinstance(state, dict) or not {"script", "args", "model", "num_actions"} <= state.keys():

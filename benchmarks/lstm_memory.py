@@ -79,7 +79,7 @@ def main(args: Args) -> dict:
     except module.UsageError as e:
         sys.exit(f"error: {e}")
     if state["script"] != module.SCRIPT:
-        sys.exit(f"error: {state['path']!r} was written by {state['script']}.py; this needs an a2c_lstm_atari checkpoint.")
+        sys.exit(f"error: {state['path']!r} was written by {state['script']}.py, not a2c_lstm_atari.py.")
     if args.episodes < 2:
         sys.exit("error: --episodes must be at least 2.")
     results = {"checkpoint": state["path"], "global_step": state["global_step"], "episodes": args.episodes,
@@ -90,7 +90,7 @@ def main(args: Args) -> dict:
         print(f"{mode:>10}: {scores.mean():6.1f} +- {scores.std():5.1f} over {len(scores)} games", flush=True)
     if "as-trained" in results["modes"]:
         base = results["modes"]["as-trained"]["mean"]
-        for mode, r in results["modes"].items():
+        for r in results["modes"].values():
             r["fraction_of_as_trained"] = r["mean"] / base if base else float("nan")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

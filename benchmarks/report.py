@@ -220,8 +220,9 @@ def write_report(args: Args) -> Path:
                         label=f"{c['name']} (published{', approximate' if 'approximate' in c['how'] else ''})")
                 drawn.append(c["name"])
         ax.set_xlim(0, longest)
-        ax.set_title(f"{game}: runs of {budget_label(longest)}" + (", published curves up to the same budget" if drawn else
-                     "; no published curve starts this early" if curves else ""), fontsize=10)
+        note = ", published curves up to the same budget" if drawn else \
+            "; no published curve starts this early" if curves else ""
+        ax.set_title(f"{game}: runs of {budget_label(longest)}{note}", fontsize=10)
         ax.set_xlabel("agent steps")
         ax.set_ylabel(f"episodic return (mean of last {args.last_episodes} games)")
         legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)

@@ -135,7 +135,8 @@ def main(args: Args) -> dict:
             todo.append((script, env_id, seed, state))
     if args.dry_run:
         for script, env_id, seed, state in todo:
-            print(("resume " if state == "interrupted" else "run ") + shlex.join(command(args, script, env_id, seed, state)))
+            verb = "resume " if state == "interrupted" else "run "
+            print(verb + shlex.join(command(args, script, env_id, seed, state)))
         return {"skipped": skipped, "ran": [], "failed": []}
 
     running: list[tuple[subprocess.Popen, str, float]] = []

@@ -55,7 +55,7 @@ class Args:
     json_out: Optional[str] = None
     """also write the table as JSON here"""
     variants: list[str] = field(default_factory=lambda: ["default"])
-    """ways to run each script: default, or flags without their dashes (no-overlap, autocast=bf16, "no-overlap autocast=bf16")"""
+    """ways to run each script: default, or flags without dashes (no-overlap; autocast=bf16; both, space-separated)"""
     nproc: int = 1
     """processes per script under torchrun (--standalone; gloo on CPUs, NCCL on GPUs); num_envs is their total"""
 
@@ -128,7 +128,8 @@ def measure_once(args: Args, tmp: str) -> list[dict]:
                    str(driver)]
         out, rss = run_measured(cmd, cwd=tmp)
         res = result_of(out)
-        what = f"{script}.py" + (f" {' '.join(flags)}" if flags else "") + (f" x{args.nproc} processes" if args.nproc > 1 else "")
+        what = f"{script}.py" + (f" {' '.join(flags)}" if flags else "")
+        what += f" x{args.nproc} processes" if args.nproc > 1 else ""
         rows.append({"what": what, "num_envs": num_envs, "num_steps": defaults.num_steps,
                      "steps": res["global_step"], "sps": res["sps"], "peak_rss_mib": rss})
         print(f"measured {rows[-1]}", flush=True)
@@ -171,7 +172,8 @@ def main(args: Args) -> list[dict]:
     print("|---|---|---|---|---|---|")
     for r in rows:
         share = "" if r["what"].startswith("env only") else f"{r['sps'] / ceiling[r['num_envs']]:.0%}"
-        print(f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {share} | {r['peak_rss_mib']:,.0f} |")
+        print(f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {share} "
+              f"| {r['peak_rss_mib']:,.0f} |")
     peer = [r for r in rows if r["what"].endswith("(peer)")]
     if peer:
         i_peer = rows.index(peer[0])

@@ -43,7 +43,8 @@ def finish(module, agent, optimizer, loss, figures):
     torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
     optimizer.step()
     figures = {k: float(v) for k, v in figures.items()}
-    torch.save({"params": agent.state_dict(), "grads": grads, "figures": figures}, out / f"{module.SCRIPT}_{world}_{rank}.pt")
+    torch.save({"params": agent.state_dict(), "grads": grads, "figures": figures},
+               out / f"{module.SCRIPT}_{world}_{rank}.pt")
 
 
 # PPO: clipped losses with normalised advantages over the whole minibatch

@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import tiny_args
 
 import a2c_atari as A
-from conftest import tiny_args
 
 
 def test_n_step_returns_match_a_hand_computed_example_with_an_episode_end():

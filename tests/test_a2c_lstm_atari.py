@@ -3,9 +3,9 @@ zeroed and where it is carried, and that training replays exactly what the rollo
 
 import pytest
 import torch
+from conftest import BACKENDS
 
 import a2c_lstm_atari as L
-from conftest import BACKENDS
 
 CPU = torch.device("cpu")
 

@@ -2,7 +2,6 @@
 and the update, while the weights, gradients, optimizer state and the losses stay fp32."""
 
 import torch
-
 from conftest import tiny_args
 
 
@@ -41,5 +40,6 @@ def make_agent(script):
     obs = torch.randint(0, 255, (3, 4 if script.SCRIPT != "a2c_lstm_atari" else 1, 84, 84), dtype=torch.uint8)
     if script.SCRIPT == "a2c_lstm_atari":
         agent = script.Agent(4, 1, 16)
-        return agent, (obs.unsqueeze(0), agent.initial_state(3, torch.device("cpu")), torch.zeros(1, 3, dtype=torch.bool))
+        state = agent.initial_state(3, torch.device("cpu"))
+        return agent, (obs.unsqueeze(0), state, torch.zeros(1, 3, dtype=torch.bool))
     return script.Agent(4), (obs,)

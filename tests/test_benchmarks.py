@@ -6,9 +6,8 @@ import sys
 
 import pytest
 import torch
-from torch.utils.tensorboard import SummaryWriter
-
 from conftest import ROOT
+from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import report  # noqa: E402

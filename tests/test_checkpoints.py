@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY, tiny_args
 
 # Runs a script's main() with torch.save failing on its `fail_at`-th call after writing part of the
@@ -34,7 +33,8 @@ import {script}
 
 
 def cli_flags(script, tmp_path, iterations, **extra):
-    settings = {**TINY[script.SCRIPT], "runs_dir": str(tmp_path / "runs"), "run_name": "run", "log_interval": 1e9, **extra}
+    settings = {**TINY[script.SCRIPT], "runs_dir": str(tmp_path / "runs"), "run_name": "run", "log_interval": 1e9,
+                **extra}
     batch = settings["num_envs"] * settings["num_steps"]
     flags = ["--no-cuda", "--total-timesteps", str(iterations * batch)]
     for name, value in settings.items():

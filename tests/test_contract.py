@@ -12,7 +12,6 @@ import time
 
 import pytest
 import torch
-
 from conftest import BACKENDS, ROOT, TINY, tiny_args
 
 

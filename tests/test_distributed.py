@@ -13,7 +13,6 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, SCRIPTS, TINY
 
 TESTS = ROOT / "tests"

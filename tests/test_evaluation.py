@@ -6,7 +6,6 @@ import importlib
 import numpy as np
 import pytest
 import torch
-
 from conftest import SCRIPTS
 
 EVALUATING = SCRIPTS

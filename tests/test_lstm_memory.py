@@ -4,9 +4,9 @@ import json
 import sys
 
 import torch
+from conftest import ROOT, tiny_args
 
 import a2c_lstm_atari as L
-from conftest import ROOT, tiny_args
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import lstm_memory  # noqa: E402

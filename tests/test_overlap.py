@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from conftest import BACKENDS, tiny_args
 
 CPU = torch.device("cpu")

@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import BACKENDS, tiny_args
 
 import ppo_atari as P
-from conftest import BACKENDS, tiny_args
 
 CPU = torch.device("cpu")
 
@@ -219,7 +219,8 @@ def test_compile_learns_the_same_as_eager(tmp_path):
 
 def test_decay_steps_anneals_over_n_steps_then_holds_zero():
     args = P.Args(learning_rate=1e-3, num_envs=8, num_steps=128, total_timesteps=8 * 128 * 10, decay_steps=8 * 128 * 4)
-    assert [P.learning_rate_at(i, 10, args) for i in range(1, 8)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4, 0, 0, 0])
+    rates = [P.learning_rate_at(i, 10, args) for i in range(1, 8)]
+    assert rates == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4, 0, 0, 0])
     ten_million = dataclasses.replace(args, decay_steps=10_000_000)  # a short run on a 10M schedule
     assert P.learning_rate_at(977, 10, ten_million) == pytest.approx(1e-3 * (1 - 976 * 1024 / 10_000_000))
 

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import BACKENDS, ROOT, tiny_args
 
 import sample
-from conftest import BACKENDS, ROOT, tiny_args
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import BACKENDS, ROOT, SCRIPTS
 
 DIVIDER = "harness: the same text in every script below this line"
@@ -80,7 +79,7 @@ def test_every_definition_shared_by_name_is_the_same_text(name):
     texts = {s: t for s, t in texts.items() if t is not None}
     first = next(iter(texts))
     drifted = [s for s, t in texts.items() if t != texts[first]]
-    assert not drifted, f"{name} differs between {first}.py and {drifted}; make them one text or list it in DIFFERS_ON_PURPOSE"
+    assert not drifted, f"{name} differs between {first}.py and {drifted}; make them one text or list it as differing"
 
 
 def test_names_listed_as_differing_are_real():

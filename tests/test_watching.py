@@ -8,7 +8,6 @@ import struct
 import numpy as np
 import pytest
 import torch
-
 from conftest import BACKENDS, TINY, tiny_args
 
 

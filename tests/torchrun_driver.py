@@ -51,7 +51,8 @@ def recording_exit(code):  # main() leaves a finished torchrun run through os._e
     real_exit(code)
 
 
-module.make_envs, module.collect_rollout, module.RunLog.finish = recording_make_envs, recording_collect_rollout, recording_finish
+module.make_envs, module.collect_rollout = recording_make_envs, recording_collect_rollout
+module.RunLog.finish = recording_finish
 os._exit = recording_exit
 sys.argv = [f"{script}.py"] + sys.argv[sys.argv.index("--") + 1:]
 module.main()
