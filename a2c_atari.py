@@ -280,8 +280,8 @@ def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, args: Args, dev
     Each step, each group in turn takes in the step its emulators were running, then chooses its
     next actions from those observations and sets the emulators going again: with two groups the
     policy runs on one while the other's emulators step, and every action still comes from the
-    current policy and the env's latest observation. The only host/device exchange per step is the
-    actions out and one packed copy in.
+    current policy and the env's latest observation. Per group and step on a GPU: one blocking copy of
+    the actions to the host (it waits for the network) and copies of the step's data and frames in.
     """
     finished, num_steps = [], buf.obs.shape[0]
     for t in range(num_steps + 1):
@@ -365,16 +365,15 @@ class RMSpropTF(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "square_avg" not in state:
-                    state["square_avg"] = torch.ones_like(p, memory_format=torch.preserve_format)
-                square_avg = state["square_avg"]
-                square_avg.mul_(group["alpha"]).addcmul_(p.grad, p.grad, value=1 - group["alpha"])
-                p.addcdiv_(p.grad, square_avg.add(group["eps"]).sqrt_(), value=-group["lr"])
+        for group in self.param_groups:  # one kernel per operation over all parameters (torch._foreach_*)
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            square_avgs = [self.state[p].setdefault("square_avg", torch.ones_like(p)) for p in params]
+            torch._foreach_mul_(square_avgs, group["alpha"])
+            torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - group["alpha"])
+            denominators = torch._foreach_add(square_avgs, group["eps"])
+            torch._foreach_sqrt_(denominators)
+            torch._foreach_addcdiv_(params, grads, denominators, value=-group["lr"])
 
 
 def learning_rate_at(step: int, args: Args) -> float:
@@ -410,11 +409,11 @@ def train(args: Args) -> dict:
     if args.optimizer == "rmsprop":
         optimizer = RMSpropTF(agent.parameters(), args.learning_rate, args.rmsprop_alpha, args.optimizer_eps)
     else:
-        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps, fused=True)
     if resume is not None:
         agent.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        restore_rng(resume, args, procs)
+        restore_rng(resume, args, procs, device)
     elif procs.world_size > 1:
         torch.manual_seed(args.seed + 100_003 * procs.rank)  # the same initial weights, then each its own actions
 
@@ -765,7 +764,8 @@ def evaluate(agent: nn.Module, args: Args, backend: str, device: torch.device, s
     """Scores of --eval-episodes whole games played by evaluation_policy(agent). Each env plays a fixed
     quota of games, so short games are not over-represented by parallel play. Actions are sampled from
     a generator of their own, so an evaluation leaves training's random stream, and so its result,
-    untouched. With `video`, env 0's first game is also written there in full colour."""
+    untouched. It plays in fp32 even under --autocast bf16, as sample.py does: the score of the weights
+    as saved. With `video`, env 0's first game is also written there in full colour."""
     num_envs = min(args.eval_episodes, args.num_envs)
     quota = np.full(num_envs, args.eval_episodes // num_envs)
     quota[: args.eval_episodes % num_envs] += 1
@@ -927,17 +927,22 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """This process's random streams: the CPU's, and its own GPU's when it trains on one."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda":
+        if torch.is_tensor(state.get("cuda")):  # action sampling and minibatch order run on this stream
+            torch.cuda.set_rng_state(state["cuda"], device)
+        else:
+            warn("the checkpoint holds no CUDA random state for this process (written on the CPU or by an older "
+                 "version): sampling on the GPU goes on from a fresh stream, so this resume is not exact.")
 
 
 def check_resume(state: dict, args: Args) -> None:
@@ -980,7 +985,13 @@ class Processes:
 def join_processes(procs: Processes, args: Args) -> torch.device:
     """This process's device: `cuda:LOCAL_RANK` (NCCL) where there are GPUs, else the CPU (gloo)."""
     cuda = args.cuda and torch.cuda.is_available()
+    if cuda and procs.local_world_size > torch.cuda.device_count():  # every process sees it: none waits for others
+        raise UsageError(f"{procs.local_world_size} processes per node need as many GPUs, but "
+                         f"{torch.cuda.device_count()} are visible; lower --nproc-per-node or pass --no-cuda.")
     device = torch.device(f"cuda:{procs.local_rank}" if cuda and procs.world_size > 1 else "cuda" if cuda else "cpu")
+    if cuda:
+        torch.backends.cudnn.benchmark = not args.torch_deterministic  # autotuned kernels, when allowed to vary
+        torch.set_float32_matmul_precision("high")  # TF32 matrix products on GPUs that have them
     if procs.world_size > 1:
         if cuda:
             torch.cuda.set_device(device)
@@ -990,7 +1001,7 @@ def join_processes(procs: Processes, args: Args) -> torch.device:
         # can read a dead process's address and fail to connect (seen with gloo, 2 restarts in 3).
         store = dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", store)
         dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=world_size,
-                                timeout=timeout)
+                                timeout=timeout, device_id=device if cuda else None)
     return device
 
 
@@ -1031,12 +1042,12 @@ def all_gather(item, procs: Processes) -> list:
     return items
 
 
-def restore_rng(resume: dict, args: Args, procs: Processes) -> None:
+def restore_rng(resume: dict, args: Args, procs: Processes, device: torch.device = torch.device("cpu")) -> None:
     """Each process's RNG state from the checkpoint when it was written by as many processes;
     otherwise new streams, said in one line."""
     saved = resume.get("rng_by_rank", [resume["rng"]])
     if len(saved) == procs.world_size:
-        set_rng_state(saved[procs.rank])
+        set_rng_state(saved[procs.rank], device)
         return
     torch.manual_seed(args.seed + 100_003 * procs.rank + resume["iteration"])
     if procs.main:
@@ -1278,7 +1289,7 @@ class RunLog:
     def save_checkpoint(self, iteration: int, global_step: int, keep: int = 0) -> None:
         """Every process calls it: each one's RNG state is gathered; rank 0 writes everything a resume
         or a playback needs."""
-        rngs = all_gather(rng_state(), self.procs)
+        rngs = all_gather(rng_state(next(self.agent.parameters()).device), self.procs)
         if not self.procs.main:
             return
         state = {"script": SCRIPT, "args": dataclasses.asdict(self.args), "iteration": iteration,

@@ -3,7 +3,7 @@ zeroed and where it is carried, and that training replays exactly what the rollo
 
 import pytest
 import torch
-from conftest import BACKENDS
+from conftest import BACKENDS, tiny_args
 
 import a2c_lstm_atari as L
 
@@ -122,3 +122,17 @@ def test_checkpoint_rebuilds_the_agent_for_playback(tmp_path):
     agent = L.Agent(state["num_actions"], state["args"]["frame_stack"], state["args"]["lstm_hidden_size"])
     agent.load_state_dict(state["model"])
     assert agent.lstm.hidden_size == 24 and agent.network[0].in_channels == 4
+
+
+def test_compile_takes_the_lstm_into_the_graph_and_learns_the_same_as_eager(tmp_path):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    weights = []
+    for compiled in (False, True):
+        args = tiny_args(L, tmp_path, iterations=2, run_name=f"compile-{compiled}", compile=compiled, seed=3)
+        weights.append(torch.load(L.train(args)["checkpoint"], weights_only=True)["model"])
+    breaks = [reason for reason in counters["graph_break"] if "RNN" in reason or "LSTM" in reason]
+    assert not breaks, breaks
+    for name in weights[0]:
+        assert torch.allclose(weights[0][name], weights[1][name], atol=1e-5), name

@@ -1,0 +1,101 @@
+"""The CUDA paths' defects that a CPU can show: the LSTM kept fp32 under bf16, one sentence for too few
+GPUs, each process's own CUDA random state, TF-RMSprop in foreach kernels, sample.py's agent layout."""
+
+
+import pytest
+import torch
+from conftest import tiny_args
+
+import a2c_atari as A
+import a2c_lstm_atari as L
+import sample
+
+CUDA1 = torch.device("cuda", 1)
+
+
+def test_lstm_runs_in_fp32_outside_bf16_autocast_while_the_convolutions_run_in_bf16(monkeypatch):
+    seen = {"lstm_in": [], "lstm_out": [], "conv": []}
+    lstm_forward, conv_forward = torch.nn.LSTM.forward, torch.nn.Conv2d._conv_forward
+
+    def lstm_spy(self, x, hx=None):
+        out, (h, c) = lstm_forward(self, x, hx)
+        seen["lstm_in"] += [x.dtype, hx[0].dtype, hx[1].dtype]
+        seen["lstm_out"] += [out.dtype, h.dtype, c.dtype]
+        return out, (h, c)
+
+    def conv_spy(self, x, weight, bias):
+        out = conv_forward(self, x, weight, bias)
+        seen["conv"].append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.LSTM, "forward", lstm_spy)
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", conv_spy)
+    torch.manual_seed(0)
+    agent = L.Agent(4, 1, 16)
+    obs = torch.randint(0, 255, (2, 3, 1, 84, 84), dtype=torch.uint8)
+    with L.autocast(L.Args(autocast="bf16"), torch.device("cpu")):
+        logits, values, _ = agent(obs, agent.initial_state(3, torch.device("cpu")), torch.zeros(2, 3, dtype=torch.bool))
+    assert set(seen["conv"]) == {torch.bfloat16}
+    assert set(seen["lstm_in"]) == set(seen["lstm_out"]) == {torch.float32}
+    assert logits.dtype == values.dtype == torch.float32
+
+
+def test_more_processes_per_node_than_gpus_is_one_sentence_before_any_rendezvous(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "rendezvous", lambda *a, **k: pytest.fail("no rendezvous expected"))
+    for rank in (0, 1):  # every process refuses, so none waits for the others
+        procs = A.Processes(rank=rank, world_size=2, local_rank=rank, local_world_size=2)
+        with pytest.raises(A.UsageError, match="2 processes per node need as many GPUs, but 1 are visible"):
+            A.join_processes(procs, A.Args())
+
+
+def test_a_process_saves_and_restores_its_own_gpu_random_state_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: calls.append(("get", device)) or torch.ones(3))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append(("set", device, state.sum())))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("every GPU's state saved"))
+    state = A.rng_state(CUDA1)
+    assert calls == [("get", CUDA1)] and torch.equal(state["cuda"], torch.ones(3))
+    A.set_rng_state(state, CUDA1)
+    assert calls[-1] == ("set", CUDA1, 3)
+    calls.clear()
+    assert "cuda" not in A.rng_state(torch.device("cpu")) and not calls  # --no-cuda: CUDA is never touched
+
+
+def test_a_resume_without_the_gpu_random_state_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda *a: pytest.fail("nothing to restore"))
+    A.set_rng_state({"torch": torch.get_rng_state()}, CUDA1)
+    assert "no CUDA random state" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", [A, L])
+def test_tf_rmsprop_in_foreach_kernels_equals_the_per_parameter_loop(module):
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape)) for shape in [(5, 3), (7,), (2,)]]
+    reference = [p.detach().clone() for p in params]
+    square_avgs = [torch.ones_like(p) for p in params]
+    optimizer = module.RMSpropTF(params, lr=7e-4, alpha=0.99, eps=1e-5)
+    for step in range(5):
+        grads = [torch.randn_like(p) * 10 ** -step for p in params]
+        for p, g in zip(params, grads):
+            p.grad = None if (step == 2 and p is params[2]) else g.clone()  # a parameter without gradient is left alone
+        optimizer.step()
+        for i, (r, s, g) in enumerate(zip(reference, square_avgs, grads)):
+            if step == 2 and i == 2:
+                continue
+            s.mul_(0.99).addcmul_(g, g, value=0.01)
+            r.addcdiv_(g, s.add(1e-5).sqrt(), value=-7e-4)
+    for p, r in zip(params, reference):
+        torch.testing.assert_close(p.detach(), r, rtol=0, atol=1e-7)
+
+
+def test_sample_holds_the_agent_channels_last_as_training_does(tmp_path, monkeypatch):
+    checkpoint = A.train(tiny_args(A, tmp_path, iterations=1, run_name="trained"))["checkpoint"]
+    agents = []
+    play_games = sample.play_games
+    monkeypatch.setattr(sample, "play_games", lambda args, module, agent, *rest: agents.append(agent) or
+                        play_games(args, module, agent, *rest))
+    sample.play(sample.Args(checkpoint=checkpoint, episodes=1, max_episode_frames=200, cuda=False, env_backend="ale"))
+    weight = agents[0].network[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
