@@ -190,12 +190,14 @@ class PixelConv2d(nn.Conv2d):
         return self._conv_forward(x, self.weight / 255.0, self.bias)
 
 
-def unroll_lstm(lstm: nn.LSTM, x: torch.Tensor, state: tuple, starts: torch.Tensor):
+def unroll_lstm(lstm: nn.LSTM, x: torch.Tensor, state: tuple, starts: torch.Tensor, cuts: Optional[list] = None):
     """Run `lstm` over x (T, N, F) from `state`, zeroing an env's state before every step at which it
     starts an episode (starts: (T, N) bool). The sequence is cut only at steps where some env
-    starts, and each piece goes through one LSTM call (the cuDNN/ATen fast path)."""
+    starts (`cuts`, from the host when known), and each piece goes through one LSTM call (the
+    cuDNN/ATen fast path)."""
     h, c = state
-    cuts = (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist() if x.shape[0] > 1 else []
+    if cuts is None:
+        cuts = (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist() if x.shape[0] > 1 else []
     outputs = []
     for a, b in zip([0] + cuts, cuts + [x.shape[0]]):
         keep = (~starts[a]).to(x.dtype).view(1, -1, 1)
@@ -234,14 +236,14 @@ class Agent(nn.Module):
         zeros = torch.zeros(1, num_envs, self.lstm.hidden_size, device=device)
         return zeros, zeros.clone()
 
-    def forward(self, obs: torch.Tensor, state: tuple, starts: torch.Tensor):
+    def forward(self, obs: torch.Tensor, state: tuple, starts: torch.Tensor, cuts: Optional[list] = None):
         """(logits (T, N, actions), values (T, N), final LSTM state)."""
         steps, num_envs = starts.shape
         hidden = self.network(obs.flatten(0, 1).float().contiguous(memory_format=torch.channels_last))
         # The LSTM in fp32, outside autocast: CUDA's autocast runs cuDNN's LSTM in fp16 whatever the dtype
         # asked, and without a gradient scaler its small gradients underflow.
         with torch.autocast(obs.device.type, enabled=False):
-            outputs, state = unroll_lstm(self.lstm, hidden.view(steps, num_envs, -1).float(), state, starts)
+            outputs, state = unroll_lstm(self.lstm, hidden.view(steps, num_envs, -1).float(), state, starts, cuts)
         # fp32 outputs (a no-op without --autocast): the distributions and the losses stay fp32
         return self.actor(outputs).float(), self.critic(outputs).squeeze(-1).float(), state
 
@@ -326,6 +328,11 @@ class RolloutBuffer:
         # step ignores it; after a lost life FIRE replaces it).
         # next_starts: the next observation begins an episode for the LSTM.
         self.rewards, self.dones, self.truncations, self.valid, self.next_starts = self.step_data.unbind(1)
+        self.host_next_starts = np.zeros((num_steps, num_envs), dtype=bool)  # the same, for the cut points
+
+    def cuts(self) -> list[int]:
+        """The steps after the first at which some env starts an episode, read on the host (no sync)."""
+        return (np.flatnonzero(self.host_next_starts[:-1].any(axis=1)) + 1).tolist()
 
 
 def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, state: tuple, starts: torch.Tensor, args: Args,
@@ -382,6 +389,7 @@ def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device
     # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t], buf.valid[t] and
     # buf.next_starts[t]: they are views of it.
     buf.step_data[t, :, group.columns].copy_(torch.from_numpy(host), non_blocking=True)
+    buf.host_next_starts[t, group.columns] = next_starts
     group.frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
                            torch.from_numpy(resetting).to(device, non_blocking=True))
     return list(zip(returns.tolist(), lengths.tolist()))
@@ -527,7 +535,7 @@ def train(args: Args) -> dict:
 
             # truncated BPTT: unroll from the state stored at the rollout's start
             with autocast(args, device):
-                logits, values, _ = agent(buf.obs, buf.initial_state, buf.starts)
+                logits, values, _ = agent(buf.obs, buf.initial_state, buf.starts, buf.cuts())
                 loss, figures = loss_fn(logits.flatten(0, 1), values.flatten(), buf.actions.flatten(),
                                        advantages.flatten(), returns.flatten(), buf.valid.flatten(),
                                        value_loss=args.value_loss, norm_adv=args.norm_adv, ent_coef=args.ent_coef,
@@ -538,8 +546,8 @@ def train(args: Args) -> dict:
             figures.update(gradient_norms(agent))
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             optimizer.step()
-            figures = {name: value.item() for name, value in figures.items()}
             figures["explained_variance"] = explained_variance(buf.values, returns, buf.valid, sum_over_processes)
+            figures = to_host(figures)
 
             run.log_iteration(iteration, global_step, games, lr, figures)
             if evaluation_due(global_step, batch_size, args.eval_every):
@@ -822,17 +830,22 @@ def autocast(args: Args, device: torch.device):
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor,
-                       over_processes=lambda x: x) -> float:
+                       over_processes=lambda x: x) -> torch.Tensor:
     """1 - Var[returns - values] / Var[returns] over the valid steps of every process (1: perfect
-    critic, <=0: useless)."""
+    critic, <=0: useless, nan: the returns do not vary), left on the device."""
     count = over_processes(valid.sum())
 
     def variance(x):
         mean = over_processes((x * valid).sum()) / count
         return over_processes(((x - mean) ** 2 * valid).sum()) / (count - 1)
 
-    var_y = variance(returns) if count > 1 else torch.tensor(0.0)
-    return float("nan") if var_y == 0 else float(1 - variance(returns - values) / var_y)
+    var_y = torch.where(count > 1, variance(returns), 0.0)
+    return torch.where(var_y == 0, torch.nan, 1 - variance(returns - values) / var_y)
+
+
+def to_host(figures: dict[str, torch.Tensor]) -> dict[str, float]:
+    """An iteration's figures (0-d tensors on the device) as floats, in one device-to-host copy."""
+    return dict(zip(figures, torch.stack([value.float() for value in figures.values()]).tolist()))
 
 
 # --- Evaluation on whole games (raw scores, as rlib's validation envs) and its videos -------------
@@ -1305,6 +1318,8 @@ class RunLog:
             self.writer = open_writer(self.run_dir, self.args, self.resume)
         self.signal.__enter__()
         self.start_time = self.last_print = time.time()
+        self.window = (self.start_time, self.start_step)  # (time, step) of the last progress line
+        self.warm = None  # (time, step) at the end of the second iteration: compilation, autotuning are behind
         return self
 
     def __exit__(self, *exc) -> None:
@@ -1314,8 +1329,10 @@ class RunLog:
         if self.tracking is not None:
             self.tracking.finish()
 
-    def sps(self, global_step: int) -> float:
-        return (global_step - self.start_step) / max(time.time() - self.start_time, 1e-9)
+    def sps(self, global_step: int, since: Optional[tuple[float, int]] = None) -> float:
+        """Agent steps per second since the run's start (or `since`, a (time, step) pair)."""
+        start_time, start_step = since or (self.start_time, self.start_step)
+        return (global_step - start_step) / max(time.time() - start_time, 1e-9)
 
     def log_iteration(self, iteration: int, global_step: int, games: list[tuple[float, int]], learning_rate: float,
                       figures: dict[str, float]) -> None:
@@ -1332,11 +1349,14 @@ class RunLog:
         self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
         for name, value in figures.items():
             self.writer.add_scalar(f"losses/{name}", value, global_step)
-        sps = self.sps(global_step)
-        self.writer.add_scalar("charts/SPS", sps, global_step)
-        if time.time() - self.last_print >= self.args.log_interval or iteration == self.num_iterations:
-            self.last_print = time.time()
-            print(progress_line(global_step, self.args.total_timesteps, sps, self.last_print - self.start_time,
+        self.writer.add_scalar("charts/SPS", self.sps(global_step), global_step)
+        now = time.time()
+        if iteration == self.first_iteration + 1:
+            self.warm = (now, global_step)
+        if now - self.last_print >= self.args.log_interval or iteration == self.num_iterations:
+            recent_sps = (global_step - self.window[1]) / max(now - self.window[0], 1e-9)  # not the start-up's
+            self.last_print, self.window = now, (now, global_step)
+            print(progress_line(global_step, self.args.total_timesteps, recent_sps, now - self.start_time,
                                 self.recent_returns), flush=True)
 
     def stop_requested(self) -> bool:
@@ -1383,6 +1403,7 @@ class RunLog:
         """Evaluate once more unless just done (or stopped by a signal), write the final checkpoint
         (none if no iteration ran) and return train()'s figures."""
         sps, elapsed = self.sps(global_step), time.time() - self.start_time  # training's, before the evaluation
+        warm_sps = self.sps(global_step, self.warm) if self.warm and global_step > self.warm[1] else float("nan")
         ran = iteration >= self.first_iteration
         evaluated = self.last_eval is not None and self.last_eval[0] == global_step
         if ran and self.args.eval_every and not self.stopped and not evaluated:
@@ -1393,7 +1414,7 @@ class RunLog:
             dist.barrier()  # leave together: a process tearing down while rank 0 still writes can abort
         scores = self.last_eval[1] if self.last_eval is not None else np.array([np.nan])
         return {"global_step": global_step, "iteration": iteration, "episodes": self.episodes,
-                "sps": sps, "elapsed": elapsed,
+                "sps": sps, "sps_after_warmup": warm_sps, "elapsed": elapsed,
                 "mean_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
                 "eval_return_mean": float(scores.mean()), "eval_return_std": float(scores.std()),
                 "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint) if self.checkpoint else None,

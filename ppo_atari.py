@@ -383,7 +383,7 @@ def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_
 
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: dict, args: Args,
-               minibatch_size: int, over_processes=lambda x: x) -> dict[str, float]:
+               minibatch_size: int, over_processes=lambda x: x) -> dict[str, torch.Tensor]:
     """`update_epochs` passes of shuffled minibatches; returns each of ppo_loss's figures averaged
     over the minibatches taken.
 
@@ -395,8 +395,8 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: d
                            ent_coef=args.ent_coef, vf_coef=args.vf_coef, over_processes=sum_over_processes)
     taken = []
 
-    def means() -> dict[str, float]:
-        return {name: torch.stack([f[name] for f in taken]).mean().item() for name in taken[0]}
+    def means() -> dict[str, torch.Tensor]:  # on the device: train() moves them to the host once
+        return {name: torch.stack([f[name] for f in taken]).mean() for name in taken[0]}
 
     for _ in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch["frames"].device)
@@ -491,6 +491,7 @@ def train(args: Args) -> dict:
                      "returns": returns.flatten(), "old_values": buf.values.flatten(), "valid": buf.valid.flatten()}
             figures = ppo_update(agent, optimizer, loss_fn, batch, args, minibatch_size, sum_over_processes)
             figures["explained_variance"] = explained_variance(buf.values, returns, buf.valid, sum_over_processes)
+            figures = to_host(figures)
 
             run.log_iteration(iteration, global_step, games, optimizer.param_groups[0]["lr"], figures)
             if evaluation_due(global_step, batch_size, args.eval_every):
@@ -773,17 +774,22 @@ def autocast(args: Args, device: torch.device):
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor,
-                       over_processes=lambda x: x) -> float:
+                       over_processes=lambda x: x) -> torch.Tensor:
     """1 - Var[returns - values] / Var[returns] over the valid steps of every process (1: perfect
-    critic, <=0: useless)."""
+    critic, <=0: useless, nan: the returns do not vary), left on the device."""
     count = over_processes(valid.sum())
 
     def variance(x):
         mean = over_processes((x * valid).sum()) / count
         return over_processes(((x - mean) ** 2 * valid).sum()) / (count - 1)
 
-    var_y = variance(returns) if count > 1 else torch.tensor(0.0)
-    return float("nan") if var_y == 0 else float(1 - variance(returns - values) / var_y)
+    var_y = torch.where(count > 1, variance(returns), 0.0)
+    return torch.where(var_y == 0, torch.nan, 1 - variance(returns - values) / var_y)
+
+
+def to_host(figures: dict[str, torch.Tensor]) -> dict[str, float]:
+    """An iteration's figures (0-d tensors on the device) as floats, in one device-to-host copy."""
+    return dict(zip(figures, torch.stack([value.float() for value in figures.values()]).tolist()))
 
 
 # --- Evaluation on whole games (raw scores, as rlib's validation envs) and its videos -------------
@@ -1256,6 +1262,8 @@ class RunLog:
             self.writer = open_writer(self.run_dir, self.args, self.resume)
         self.signal.__enter__()
         self.start_time = self.last_print = time.time()
+        self.window = (self.start_time, self.start_step)  # (time, step) of the last progress line
+        self.warm = None  # (time, step) at the end of the second iteration: compilation, autotuning are behind
         return self
 
     def __exit__(self, *exc) -> None:
@@ -1265,8 +1273,10 @@ class RunLog:
         if self.tracking is not None:
             self.tracking.finish()
 
-    def sps(self, global_step: int) -> float:
-        return (global_step - self.start_step) / max(time.time() - self.start_time, 1e-9)
+    def sps(self, global_step: int, since: Optional[tuple[float, int]] = None) -> float:
+        """Agent steps per second since the run's start (or `since`, a (time, step) pair)."""
+        start_time, start_step = since or (self.start_time, self.start_step)
+        return (global_step - start_step) / max(time.time() - start_time, 1e-9)
 
     def log_iteration(self, iteration: int, global_step: int, games: list[tuple[float, int]], learning_rate: float,
                       figures: dict[str, float]) -> None:
@@ -1283,11 +1293,14 @@ class RunLog:
         self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
         for name, value in figures.items():
             self.writer.add_scalar(f"losses/{name}", value, global_step)
-        sps = self.sps(global_step)
-        self.writer.add_scalar("charts/SPS", sps, global_step)
-        if time.time() - self.last_print >= self.args.log_interval or iteration == self.num_iterations:
-            self.last_print = time.time()
-            print(progress_line(global_step, self.args.total_timesteps, sps, self.last_print - self.start_time,
+        self.writer.add_scalar("charts/SPS", self.sps(global_step), global_step)
+        now = time.time()
+        if iteration == self.first_iteration + 1:
+            self.warm = (now, global_step)
+        if now - self.last_print >= self.args.log_interval or iteration == self.num_iterations:
+            recent_sps = (global_step - self.window[1]) / max(now - self.window[0], 1e-9)  # not the start-up's
+            self.last_print, self.window = now, (now, global_step)
+            print(progress_line(global_step, self.args.total_timesteps, recent_sps, now - self.start_time,
                                 self.recent_returns), flush=True)
 
     def stop_requested(self) -> bool:
@@ -1334,6 +1347,7 @@ class RunLog:
         """Evaluate once more unless just done (or stopped by a signal), write the final checkpoint
         (none if no iteration ran) and return train()'s figures."""
         sps, elapsed = self.sps(global_step), time.time() - self.start_time  # training's, before the evaluation
+        warm_sps = self.sps(global_step, self.warm) if self.warm and global_step > self.warm[1] else float("nan")
         ran = iteration >= self.first_iteration
         evaluated = self.last_eval is not None and self.last_eval[0] == global_step
         if ran and self.args.eval_every and not self.stopped and not evaluated:
@@ -1344,7 +1358,7 @@ class RunLog:
             dist.barrier()  # leave together: a process tearing down while rank 0 still writes can abort
         scores = self.last_eval[1] if self.last_eval is not None else np.array([np.nan])
         return {"global_step": global_step, "iteration": iteration, "episodes": self.episodes,
-                "sps": sps, "elapsed": elapsed,
+                "sps": sps, "sps_after_warmup": warm_sps, "elapsed": elapsed,
                 "mean_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
                 "eval_return_mean": float(scores.mean()), "eval_return_std": float(scores.std()),
                 "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint) if self.checkpoint else None,

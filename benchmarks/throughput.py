@@ -71,7 +71,8 @@ args = dataclasses.replace(args, **{{k: v for k, v in json.loads({kwargs!r}).ite
 t = time.time()
 out = m.train(args)
 if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0's SPS counts every process's steps
-    print("RESULT " + json.dumps({{"sps": out["sps"], "global_step": out["global_step"], "wall": time.time() - t}}))
+    print("RESULT " + json.dumps({{"sps": out["sps"], "sps_after_warmup": out.get("sps_after_warmup", float("nan")),
+                                  "global_step": out["global_step"], "wall": time.time() - t}}))
 """
 
 ENV_ONLY = r"""
@@ -131,7 +132,8 @@ def measure_once(args: Args, tmp: str) -> list[dict]:
         what = f"{script}.py" + (f" {' '.join(flags)}" if flags else "")
         what += f" x{args.nproc} processes" if args.nproc > 1 else ""
         rows.append({"what": what, "num_envs": num_envs, "num_steps": defaults.num_steps,
-                     "steps": res["global_step"], "sps": res["sps"], "peak_rss_mib": rss})
+                     "steps": res["global_step"], "sps": res["sps"], "sps_after_warmup": res["sps_after_warmup"],
+                     "peak_rss_mib": rss})
         print(f"measured {rows[-1]}", flush=True)
 
     if args.peer:
@@ -159,6 +161,7 @@ def main(args: Args) -> list[dict]:
     tmp = tempfile.mkdtemp(prefix="throughput_")
     runs = [measure_once(args, tmp) for _ in range(args.repeats)]
     rows = [dict(r, sps=statistics.median(run[i]["sps"] for run in runs),
+                 sps_after_warmup=statistics.median(run[i].get("sps_after_warmup", float("nan")) for run in runs),
                  peak_rss_mib=statistics.median(run[i]["peak_rss_mib"] for run in runs))
             for i, r in enumerate(runs[0])]
 
@@ -168,11 +171,15 @@ def main(args: Args) -> list[dict]:
         f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     print(f"\n{args.env_id}, {device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
     ceiling = {r["num_envs"]: r["sps"] for r in rows if r["what"].startswith("env only")}
-    print("| what | num_envs | steps timed | SPS | of the env-only SPS | peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|")
+    # SPS counts from the first rollout (like for like with a peer, whose own SPS does); the next column
+    # leaves out the first two iterations (CUDA context, cuDNN autotuning, --compile's compilation).
+    print("| what | num_envs | steps timed | SPS | SPS after 2 warm-up iterations | of env-only | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         share = "" if r["what"].startswith("env only") else f"{r['sps'] / ceiling[r['num_envs']]:.0%}"
-        print(f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {share} "
+        warm = r.get("sps_after_warmup", float("nan"))
+        warm = f"{warm:,.0f}" if warm == warm else ""
+        print(f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {warm} | {share} "
               f"| {r['peak_rss_mib']:,.0f} |")
     peer = [r for r in rows if r["what"].endswith("(peer)")]
     if peer:

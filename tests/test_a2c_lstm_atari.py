@@ -80,9 +80,11 @@ def rollout(backend, reset_on_life_loss=False):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_training_unroll_replays_the_rollout_exactly(backend):
     agent, buf, _ = rollout(backend)
-    assert buf.starts.any()  # games capped at 30 steps start inside the rollout
+    assert buf.starts[1:].any()  # games capped at 30 steps start inside the rollout
+    # training reads the cut points from the host's copy of the starts, without a device sync
+    assert buf.cuts() == (buf.starts[1:].any(dim=1).nonzero().flatten() + 1).tolist()
     with torch.no_grad():
-        logits, values, _ = agent(buf.obs, buf.initial_state, buf.starts)
+        logits, values, _ = agent(buf.obs, buf.initial_state, buf.starts, buf.cuts())
         logprobs = torch.distributions.Categorical(logits=logits).log_prob(buf.actions)
     assert torch.allclose(values, buf.values, atol=1e-5)
     assert torch.allclose(logprobs, buf.logprobs, atol=1e-5)

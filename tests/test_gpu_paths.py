@@ -1,6 +1,8 @@
 """The CUDA paths' defects that a CPU can show: the LSTM kept fp32 under bf16, one sentence for too few
 GPUs, each process's own CUDA random state, TF-RMSprop in foreach kernels, sample.py's agent layout."""
 
+import collections
+import time
 
 import pytest
 import torch
@@ -99,3 +101,42 @@ def test_sample_holds_the_agent_channels_last_as_training_does(tmp_path, monkeyp
     sample.play(sample.Args(checkpoint=checkpoint, episodes=1, max_episode_frames=200, cuda=False, env_backend="ale"))
     weight = agents[0].network[0].weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def test_sync_budget_one_copy_of_actions_per_env_group_step_and_one_of_figures_per_update(script, tmp_path,
+                                                                                         monkeypatch):
+    """Calls that wait for a GPU (.item(), .tolist(), .cpu(), bool(tensor)), counted per iteration as the
+    difference between a 2- and a 4-iteration run, so start-up and the end of the run do not count."""
+    counts = collections.Counter()
+    for name in ["item", "tolist", "cpu", "__bool__"]:
+        def counting(self, *args, _name=name, _method=getattr(torch.Tensor, name), **kwargs):
+            counts[_name] += 1
+            return _method(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    runs = []
+    for iterations in (2, 4):
+        counts.clear()
+        script.train(tiny_args(script, tmp_path, iterations=iterations, run_name=f"syncs{iterations}"))
+        runs.append(collections.Counter(counts))
+    per_iteration = {name: (runs[1][name] - runs[0][name]) / 2 for name in set(runs[0]) | set(runs[1])}
+    args = tiny_args(script, tmp_path)
+    groups = 2 if args.overlap and args.num_envs > 1 else 1
+    assert per_iteration.pop("cpu") == args.num_steps * groups  # each group's actions, each step
+    assert sum(per_iteration.values()) <= 1, per_iteration  # the update's figures, at most once
+
+
+def test_sps_after_warmup_leaves_out_a_slow_first_iteration(script, tmp_path, monkeypatch, capsys):
+    collect, calls = script.collect_rollout, []
+
+    def slow_first(*args, **kwargs):  # as CUDA start-up, autotuning or compilation would be
+        calls.append(1)
+        time.sleep(2.0 if len(calls) == 1 else 0.0)
+        return collect(*args, **kwargs)
+
+    monkeypatch.setattr(script, "collect_rollout", slow_first)
+    out = script.train(tiny_args(script, tmp_path, iterations=5, run_name="warm", log_interval=1e-6))
+    assert out["sps_after_warmup"] > 1.5 * out["sps"]
+    progress = [float(line.split("SPS ")[1].split(" |")[0].replace(",", "")) for line in
+                capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert progress[-1] > 1.5 * out["sps"]  # the progress line reads the last window, not the average from the start
