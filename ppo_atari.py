@@ -349,7 +349,8 @@ def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_
     Returns the loss and its figures by name: policy_loss, value_loss, entropy, approx_kl, clipfrac.
     Under torchrun each process holds a share of the minibatch and `over_processes` sums a tensor
     over all of them: means and advantage statistics are then the whole minibatch's, and summing
-    the processes' gradients gives the whole minibatch's gradient.
+    the processes' gradients gives the whole minibatch's gradient. The figures are this process's
+    parts of the whole minibatch's: summed over the processes they are the whole minibatch's.
     """
     logits, new_values = agent(obs)
     probs = Categorical(logits=logits, validate_args=False)
@@ -379,7 +380,7 @@ def ppo_loss(agent: Agent, obs, actions, old_logprobs, advantages, returns, old_
     loss = pg_loss - ent_coef * entropy_mean + vf_coef * v_loss
     figures = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_mean, "approx_kl": approx_kl,
                "clipfrac": clipfrac}
-    return loss, {name: over_processes(value.detach()) for name, value in figures.items()}  # the whole minibatch's
+    return loss, {name: value.detach() for name, value in figures.items()}  # this process's parts of them
 
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: dict, args: Args,
@@ -392,11 +393,12 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: d
     """
     batch_size = batch["frames"].shape[0]
     hyperparameters = dict(clip_coef=args.clip_coef, clip_vloss=args.clip_vloss, norm_adv=args.norm_adv,
-                           ent_coef=args.ent_coef, vf_coef=args.vf_coef, over_processes=sum_over_processes)
+                           ent_coef=args.ent_coef, vf_coef=args.vf_coef, over_processes=over_processes)
     taken = []
 
-    def means() -> dict[str, torch.Tensor]:  # on the device: train() moves them to the host once
-        return {name: torch.stack([f[name] for f in taken]).mean() for name in taken[0]}
+    def means() -> dict[str, torch.Tensor]:  # summed over the processes once per update; left on the device
+        parts = torch.stack([torch.stack([f[name] for f in taken]).mean() for name in taken[0]])
+        return dict(zip(taken[0], over_processes(parts)))
 
     for _ in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch["frames"].device)
@@ -411,7 +413,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, loss_fn, batch: d
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             optimizer.step()
             taken.append(figures)
-            if args.target_kl is not None and figures["approx_kl"].item() > args.target_kl:
+            if args.target_kl is not None and over_processes(figures["approx_kl"]).item() > args.target_kl:
                 return means()  # the KL limit ends the whole update, not only this epoch
     return means()
 

@@ -42,6 +42,8 @@ def finish(module, agent, optimizer, loss, figures):
     grads = {name: p.grad.clone() for name, p in agent.named_parameters()}  # before the (scale-free) clip
     torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
     optimizer.step()
+    if module.SCRIPT == "ppo_atari":  # ppo_loss leaves its figures as this process's parts; ppo_update sums them
+        figures = {k: over(v) for k, v in figures.items()}
     figures = {k: float(v) for k, v in figures.items()}
     torch.save({"params": agent.state_dict(), "grads": grads, "figures": figures},
                out / f"{module.SCRIPT}_{world}_{rank}.pt")

@@ -230,3 +230,23 @@ def test_decay_steps_zero_is_the_run_own_schedule_bit_for_bit():
     n = args.total_timesteps // (args.num_envs * args.num_steps)
     assert all(P.learning_rate_at(i, n, args) == (1.0 - (i - 1.0) / n) * 2.5e-4 for i in range(1, n + 1))
     assert P.learning_rate_at(5, n, dataclasses.replace(args, anneal_lr=False)) == 2.5e-4
+
+
+def test_update_sums_its_logged_figures_over_processes_once_not_every_minibatch():
+    torch.manual_seed(0)
+    n, calls = 32, []
+    batch = {"frames": torch.randint(0, 255, (n, 84, 84, 4), dtype=torch.uint8), "actions": torch.randint(0, 4, (n,)),
+             "old_logprobs": torch.full((n,), -1.386), "advantages": torch.randn(n), "returns": torch.randn(n),
+             "old_values": torch.randn(n), "valid": torch.ones(n)}
+    agent = P.Agent(4)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=1e-4)
+    args = P.Args(update_epochs=2, num_minibatches=4)
+
+    def counting(x):  # a stand-in for the sum over processes that counts the collectives
+        calls.append(x.shape)
+        return x
+
+    figures = P.ppo_update(agent, optimizer, P.ppo_loss, batch, args, minibatch_size=8, over_processes=counting)
+    minibatches = 2 * 4
+    assert len(calls) == 3 * minibatches + 1  # count, advantage mean and spread per minibatch; figures once
+    assert calls[-1] == (5,) and set(figures) == {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"}
