@@ -496,8 +496,8 @@ def train(args: Args) -> dict:
             figures = to_host(figures)
 
             run.log_iteration(iteration, global_step, games, optimizer.param_groups[0]["lr"], figures)
-            if evaluation_due(global_step, batch_size, args.eval_every):
-                run.evaluate(global_step)
+            if evaluation_due(global_step, batch_size, args.eval_every) and run.evaluate(global_step):
+                run.save_checkpoint(iteration, global_step, args.keep_checkpoints, best=True)  # as best.pt
             if run.stop_requested():  # SIGINT/SIGTERM to any process: finish() writes the checkpoint
                 break
             if args.checkpoint_every and iteration % args.checkpoint_every == 0 and iteration < num_iterations:
@@ -917,11 +917,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
         raise CheckpointError(f"could not write the checkpoint {str(path)!r} ({first_line(e)}).") from None
 
 
-def point_latest_at(path: Path) -> None:
-    """Make latest.pt beside `path` the same file, without writing it again: a hard link renamed into
-    place (atomic), or a copy where the filesystem has no hard links."""
-    latest = path.with_name("latest.pt")
-    tmp = path.with_name("latest.pt.tmp")
+def point_at(path: Path, name: str) -> None:
+    """Make `name` (latest.pt, best.pt) beside `path` the same file, without writing it again: a hard link
+    renamed into place (atomic), or a copy where the filesystem has no hard links."""
+    latest = path.with_name(name)
+    tmp = path.with_name(name + ".tmp")
     try:
         tmp.unlink(missing_ok=True)
         try:
@@ -934,14 +934,16 @@ def point_latest_at(path: Path) -> None:
         raise CheckpointError(f"could not point {str(latest)!r} at {path.name} ({first_line(e)}).") from None
 
 
-def write_checkpoint(run_dir: Path, state: dict, keep: int = 0) -> Path:
-    """checkpoints/iter_<NNNNNN>.pt, then latest.pt pointed at it; with keep > 0, only the newest
-    `keep` iter_ files stay (latest.pt keeps its own link to the newest)."""
+def write_checkpoint(run_dir: Path, state: dict, keep: int = 0, best: bool = False) -> Path:
+    """checkpoints/iter_<NNNNNN>.pt, then latest.pt (and with `best`, best.pt) pointed at it; with
+    keep > 0, only the newest `keep` iter_ files stay (latest.pt and best.pt keep their own links)."""
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"iter_{state['iteration']:06d}.pt"
     save_checkpoint(path, state)
-    point_latest_at(path)
+    point_at(path, "latest.pt")
+    if best:
+        point_at(path, "best.pt")
     if keep > 0:
         periodic = sorted(folder.glob("iter_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
         for old in periodic[:-keep]:
@@ -1251,8 +1253,9 @@ class RunLog:
         self.first_iteration = 1 if resume is None else resume["iteration"] + 1
         self.start_step = 0 if resume is None else resume["global_step"]
         self.recent_returns: list[float] = []  # the last 100 games' scores
-        self.episodes, self.checkpoint, self.signal = 0, None, StopOnSignal()
+        self.episodes, self.checkpoint, self.saved_iteration, self.signal = 0, None, None, StopOnSignal()
         self.last_eval: Optional[tuple[int, np.ndarray]] = None  # (global step, scores)
+        self.best_eval = None if resume is None else resume.get("best_eval")  # the best evaluation's figures
         self.stopped = False  # by a signal to any process
 
     def __enter__(self) -> "RunLog":
@@ -1317,10 +1320,14 @@ class RunLog:
                   flush=True)
         return self.stopped
 
-    def evaluate(self, global_step: int) -> None:
-        """Rank 0 plays --eval-episodes whole games and logs their mean and spread (and video)."""
-        if not self.procs.main:
-            return
+    def evaluate(self, global_step: int) -> bool:
+        """Every process calls it: rank 0 plays --eval-episodes whole games and logs their mean and
+        spread (and video); all return whether the mean beats every earlier evaluation's (then the
+        loop keeps the agent as best.pt)."""
+        improved = torch.tensor(float(self.procs.main and self._evaluate(global_step)))
+        return bool(sum_over_processes(improved.to(next(self.agent.parameters()).device)).item())
+
+    def _evaluate(self, global_step: int) -> bool:
         started = time.time()
         video = self.run_dir / "videos" / f"eval_{global_step}.mp4" if self.args.capture_video else None
         scores = self.play_games(seed=self.args.seed + 100_000 + global_step, video=video)
@@ -1329,21 +1336,31 @@ class RunLog:
         if video is not None and video.exists() and self.tracking is not None:
             self.tracking.log_video(video)
         self.last_eval = (global_step, scores)
+        improved = self.best_eval is None or scores.mean() > self.best_eval["mean"]
+        if improved:
+            self.best_eval = {"mean": float(scores.mean()), "std": float(scores.std()), "games": len(scores),
+                              "global_step": global_step}
+        self.writer.add_scalar("eval/best_return", self.best_eval["mean"], global_step)
         print(f"eval at step {global_step:,}: {scores.mean():.1f} +- {scores.std():.1f} over {len(scores)} games "
-              f"({time.time() - started:.1f}s)", flush=True)
+              f"({time.time() - started:.1f}s){', the best so far' if improved else ''}", flush=True)
+        return improved
 
-    def save_checkpoint(self, iteration: int, global_step: int, keep: int = 0) -> None:
+    def save_checkpoint(self, iteration: int, global_step: int, keep: int = 0, best: bool = False) -> None:
         """Every process calls it: each one's RNG state is gathered; rank 0 writes everything a resume
-        or a playback needs."""
+        or a playback needs (and with `best`, points best.pt at it)."""
+        if self.saved_iteration == iteration and not best:
+            return  # written at this iteration already (a new best just before the run's end)
+        self.saved_iteration = iteration
         rngs = all_gather(rng_state(next(self.agent.parameters()).device), self.procs)
         if not self.procs.main:
             return
         state = {"script": SCRIPT, "args": dataclasses.asdict(self.args), "iteration": iteration,
                  "global_step": global_step, "num_actions": self.num_actions, "model": self.agent.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "rng": rngs[0], "rng_by_rank": rngs}
+                 "optimizer": self.optimizer.state_dict(), "rng": rngs[0], "rng_by_rank": rngs,
+                 "best_eval": self.best_eval}
         if self.tracking is not None and self.tracking.run is not None:
             state["wandb_id"] = self.tracking.run.id
-        self.checkpoint = write_checkpoint(self.run_dir, state, keep)
+        self.checkpoint = write_checkpoint(self.run_dir, state, keep, best)
 
     def finish(self, iteration: int, global_step: int) -> dict:
         """Evaluate once more unless just done (or stopped by a signal), write the final checkpoint
@@ -1352,10 +1369,9 @@ class RunLog:
         warm_sps = self.sps(global_step, self.warm) if self.warm and global_step > self.warm[1] else float("nan")
         ran = iteration >= self.first_iteration
         evaluated = self.last_eval is not None and self.last_eval[0] == global_step
-        if ran and self.args.eval_every and not self.stopped and not evaluated:
-            self.evaluate(global_step)
+        improved = ran and self.args.eval_every and not self.stopped and not evaluated and self.evaluate(global_step)
         if ran:
-            self.save_checkpoint(iteration, global_step)
+            self.save_checkpoint(iteration, global_step, best=improved)
         if self.procs.world_size > 1:
             dist.barrier()  # leave together: a process tearing down while rank 0 still writes can abort
         scores = self.last_eval[1] if self.last_eval is not None else np.array([np.nan])
