@@ -10,12 +10,20 @@ episodic life), raw scores (no reward clipping), random no-op starts, the traini
 skip and frame stack, sticky actions only if asked; where training pressed FIRE after each lost
 life (episodic life), so does playback (--no-fire-after-life-loss turns it off). Each game's score
 and length are printed, then mean, std, min and max.
+
+    python sample.py runs/<run>/checkpoints/best.pt --episodes 30 --hub-folder hub/ --push-to-hub me/ppo-Breakout
+
+--hub-folder writes a Hugging Face Hub model folder (checkpoint, one game's video, args, results,
+and a model card that says only what this playback measured); --push-to-hub uploads it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -63,6 +71,12 @@ class Args:
     never had to: training pressed it), so a greedy agent cannot stall the game"""
     cuda: bool = True
     """use CUDA when it is available"""
+    hub_folder: Optional[str] = None
+    """write a Hugging Face Hub model folder here: the checkpoint, a video of game 1, args.json,
+    results.json and a README.md model card with these games' mean and std"""
+    push_to_hub: Optional[str] = None
+    """USER/REPO: upload --hub-folder to the Hub (needs huggingface_hub and a login); nothing is
+    uploaded without this flag"""
 
 
 class SampleError(Exception):
@@ -121,6 +135,23 @@ def check_args(args: Args) -> None:
         raise SampleError(f"--noop-max must not be negative, got {args.noop_max}.")
     if not 0.0 <= args.sticky_actions <= 1.0:
         raise SampleError(f"--sticky-actions must lie in [0, 1], got {args.sticky_actions}.")
+    if args.push_to_hub is not None:
+        if args.hub_folder is None:
+            raise SampleError("--push-to-hub uploads the folder that --hub-folder writes, so it needs --hub-folder.")
+        if len(args.push_to_hub.split("/")) != 2 or not all(args.push_to_hub.split("/")):
+            raise SampleError(f"--push-to-hub takes USER/REPO, got {args.push_to_hub!r}.")
+        hub_client()  # no library or no login: said now, before any game is played
+
+
+def hub_client():
+    """huggingface_hub's HfApi, imported only for --push-to-hub; a missing library or login is one sentence."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise SampleError("--push-to-hub needs huggingface_hub: pip install huggingface_hub.") from None
+    if huggingface_hub.get_token() is None:
+        raise SampleError("--push-to-hub needs a Hugging Face login: run `hf auth login` or set HF_TOKEN.")
+    return huggingface_hub.HfApi()
 
 
 def play(args: Args) -> dict:
@@ -135,6 +166,8 @@ def play(args: Args) -> dict:
         raise SampleError(str(e)) from None
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
+    if args.hub_folder is not None and args.save_video is None:  # the card's video: game 1's
+        args = dataclasses.replace(args, save_video=str(Path(args.hub_folder) / "videos"))
     num_envs = min(args.num_envs, args.episodes)
     env_kwargs = dict(frame_skip=saved["frame_skip"], noop_max=args.noop_max, sticky_actions=args.sticky_actions,
                       full_action_space=saved["full_action_space"], max_episode_frames=args.max_episode_frames)
@@ -169,7 +202,100 @@ def play(args: Args) -> dict:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2))
+    if args.hub_folder is not None:
+        write_hub_folder(Path(args.hub_folder), args, module, state, path, summary)
+        if args.push_to_hub is not None:
+            hub_client().create_repo(args.push_to_hub, exist_ok=True)
+            url = hub_client().upload_folder(folder_path=args.hub_folder, repo_id=args.push_to_hub,
+                                             commit_message=f"{state['script']} on {env_id}: {len(returns)} games")
+            print(f"uploaded {args.hub_folder} to {url}", flush=True)
     return summary
+
+
+ALGORITHMS = {"ppo_atari": ("PPO", "ppo"), "a2c_atari": ("A2C", "a2c"),
+              "a2c_lstm_atari": ("A2C with an LSTM", "a2c-lstm")}
+
+
+def command_line(module, saved: dict) -> str:
+    """The training command: the flags whose values differ from the script's defaults."""
+    defaults, flags = dataclasses.asdict(module.Args()), []
+    for key, value in saved.items():
+        if key not in defaults or value == defaults[key] or value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            flags.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join([f"python {module.SCRIPT}.py", *flags])
+
+
+def write_hub_folder(folder: Path, args: Args, module, state: dict, path: Path, summary: dict) -> None:
+    """The checkpoint, game 1's video, the training args, results.json and a README.md model card whose
+    metadata (model-index) holds the mean and std just measured."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script, saved, env_id = state["script"], state["args"], summary["env_id"]
+    shutil.copyfile(path, folder / f"{script}.pt")
+    video = summary["episodes"][0].get("video")
+    if video:
+        shutil.copyfile(video, folder / "replay.mp4")
+    if args.save_video == str(folder / "videos"):  # made for the card alone: game 1's is replay.mp4
+        shutil.rmtree(folder / "videos", ignore_errors=True)
+    (folder / "args.json").write_text(json.dumps(saved, indent=2))
+    results = {k: v for k, v in summary.items() if k not in ("checkpoint",)}
+    (folder / "results.json").write_text(json.dumps(results, indent=2))
+    name, tag = ALGORITHMS[script]
+    mean, std, games = summary["mean_return"], summary["std_return"], len(summary["episodes"])
+    steps = state.get("global_step", 0)
+    protocol = (f"{games} whole games (no episodic life, raw scores, up to {args.noop_max} random no-ops first), "
+                f"{'greedy' if args.greedy else 'sampled'} actions, sticky actions "
+                f"{args.sticky_actions if args.sticky_actions else 'off'}, at most {args.max_episode_frames:,} frames "
+                f"a game, seed {args.seed}")
+    card = f"""---
+library_name: pytorch
+tags:
+- reinforcement-learning
+- deep-reinforcement-learning
+- atari
+- {env_id}
+- {tag}
+model-index:
+- name: {script}
+  results:
+  - task:
+      type: reinforcement-learning
+      name: reinforcement-learning
+    dataset:
+      name: {env_id}
+      type: {env_id}
+    metrics:
+    - type: mean_reward
+      value: {mean:.2f} +/- {std:.2f}
+      name: mean_reward
+      verified: false
+---
+
+# {name} playing {env_id}
+
+{"An" if name[0] in "AEIOU" else "A"} {name} agent trained with `{script}.py`, one file of the single-file
+Atari scripts, for {steps:,} agent steps ({steps * saved["frame_skip"]:,} frames).
+It scores **{mean:.2f} +/- {std:.2f}** over {games} games, as played back by `sample.py`: {protocol}.
+
+## Training
+
+    {command_line(module, saved)}
+
+(every flag of the run is in `args.json`; the checkpoint is `{script}.pt`)
+
+## Play it back
+
+    python sample.py {script}.pt --episodes {games}{" --greedy" if args.greedy else ""} --save-video videos/
+
+`sample.py` needs `{script}.py` beside it; the checkpoint loads with `torch.load(..., weights_only=True)`.
+Per-game scores and lengths are in `results.json`{"; `replay.mp4` is game 1" if video else ""}.
+"""
+    (folder / "README.md").write_text(card)
+    print(f"model folder for the Hub: {folder}", flush=True)
 
 
 @torch.no_grad()

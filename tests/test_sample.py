@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,57 @@ def test_fire_is_pressed_after_a_lost_life_as_in_training(tmp_path, monkeypatch)
     lost = [t for t in range(1, len(lives) - 1) if 0 < lives[t] < lives[t - 1]]
     assert lost, "the agent loses a life of Breakout within 1,000 steps"
     assert all(actions[t + 1] == 1 for t in lost)  # Breakout's FIRE relaunches the ball
+
+
+def test_hub_folder_holds_the_checkpoint_video_args_results_and_a_card_the_hub_reads(checkpoint, tmp_path):
+    from huggingface_hub import ModelCard
+
+    folder = tmp_path / "hub"
+    summary = sample.play(play_args(checkpoint, tmp_path, episodes=2, env_backend="ale", hub_folder=str(folder)))
+    state = torch.load(checkpoint, weights_only=True)
+    expected = ["README.md", "args.json", f"{state['script']}.pt", "replay.mp4", "results.json"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
+    assert json.loads((folder / "results.json").read_text())["mean_return"] == summary["mean_return"]
+    assert json.loads((folder / "args.json").read_text()) == state["args"]
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "pytorch" and "reinforcement-learning" in card.data.tags
+    result = card.data.eval_results[0]
+    assert result.dataset_name == state["args"]["env_id"]
+    assert result.metric_value == f"{summary['mean_return']:.2f} +/- {summary['std_return']:.2f}"
+    assert f"python {state['script']}.py" in card.text and "2 whole games" in card.text
+
+
+def test_push_to_hub_uploads_the_folder_with_the_hub_client(checkpoint, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, exist_ok):
+            calls.append(("create", repo_id, exist_ok))
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            calls.append(("upload", folder_path, repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return f"https://huggingface.co/{repo_id}"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
+    folder = tmp_path / "hub"
+    sample.play(play_args(checkpoint, tmp_path, env_backend="ale", hub_folder=str(folder), push_to_hub="me/agent"))
+    assert calls[0] == ("create", "me/agent", True)
+    assert calls[1][:3] == ("upload", str(folder), "me/agent") and "README.md" in calls[1][3]
+
+
+def test_push_to_hub_without_a_login_or_the_library_is_one_sentence_before_playing(checkpoint, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.setattr(sample, "play_games", lambda *a: pytest.fail("played before refusing"))
+    args = play_args(checkpoint, tmp_path, hub_folder=str(tmp_path / "hub"), push_to_hub="me/agent")
+    with pytest.raises(sample.SampleError, match="needs a Hugging Face login"):
+        sample.play(args)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(sample.SampleError, match="pip install huggingface_hub"):
+        sample.play(args)
+    with pytest.raises(sample.SampleError, match="needs --hub-folder"):
+        sample.play(play_args(checkpoint, tmp_path, push_to_hub="me/agent"))
