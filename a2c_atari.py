@@ -20,13 +20,18 @@ import ctypes
 import dataclasses
 import datetime
 import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
+import platform
 import random
 import re
+import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -1105,6 +1110,56 @@ def prepare_run(args: Args, procs: Processes) -> tuple[Optional[dict], Path]:
     return outcome[0]
 
 
+def provenance(args: Args, procs: Processes) -> dict:
+    """What produces this run: this file's own bytes (sha256), the git commit around it (if any), the
+    command, Python and package versions, the OS, and every process's machine (a collective)."""
+    script = Path(__file__).resolve()
+    try:
+        git = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=script.parent, capture_output=True,
+                                        text=True, check=True, timeout=10).stdout.strip()}
+        git["dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=script.parent,
+                                           capture_output=True, text=True, check=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        git = None  # not a git checkout, or no git: the hash alone names the code
+    versions = {}
+    for package in ["torch", "numpy", "gymnasium", "ale-py", "envpool", "tyro", "tensorboard"]:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if args.cuda else []
+    machine = {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "gpus": gpus}
+    gathered = all_gather(machine, procs)
+    machines = [dict(m, ranks=[r for r, other in enumerate(gathered) if other == m]) for m in gathered]
+    unique = [m for k, m in enumerate(machines) if m not in machines[:k]]  # each machine once, with its ranks
+    return {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "script": script.name,
+            "script_sha256": hashlib.sha256(script.read_bytes()).hexdigest(), "git": git,
+            "command": shlex.join([Path(sys.executable).name, *sys.argv]), "python": platform.python_version(),
+            "packages": versions, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "os": platform.platform(), "processes": procs.world_size, "env_backend": resolve_backend(args.env_backend),
+            "machines": unique}
+
+
+def record_provenance(run_dir: Path, current: dict) -> dict:
+    """Write provenance.json at a run's start; a resume appends what changed (other code, versions or
+    machines are legitimate, but visible). Returns the run's provenance as the file now holds it."""
+    path = run_dir / "provenance.json"
+    record = json.loads(path.read_text()) if path.is_file() else None
+    if record is None:
+        record = dict(current, resumes=[])
+    else:
+        changed = {k: v for k, v in current.items() if k not in ("time", "command") and record.get(k) != v}
+        record["resumes"].append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "command": current["command"],
+                                  "changed": changed})
+    path.write_text(json.dumps(record, indent=2))
+    return record
+
+
 def seed_everything(args: Args) -> None:
     """Seeds in CleanRL's order; a resumed run then restores its RNG state from the checkpoint."""
     random.seed(args.seed)
@@ -1226,11 +1281,14 @@ class RunLog:
 
     def __enter__(self) -> "RunLog":
         self.tracking, self.writer = None, None  # rank 0 alone writes the run folder
+        self.provenance = provenance(self.args, self.procs)  # every process: each one's machine is gathered
         if self.procs.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(self.args), indent=2))
+            self.provenance = record_provenance(self.run_dir, self.provenance)
             self.tracking = Tracking(self.args, self.run_dir, self.resume) if self.args.track else None  # first
             self.writer = open_writer(self.run_dir, self.args, self.resume)
+            self.writer.add_text("provenance", f"```\n{json.dumps(self.provenance, indent=2)}\n```")
         self.signal.__enter__()
         self.start_time = self.last_print = time.time()
         self.window = (self.start_time, self.start_step)  # (time, step) of the last progress line
@@ -1323,7 +1381,7 @@ class RunLog:
         state = {"script": SCRIPT, "args": dataclasses.asdict(self.args), "iteration": iteration,
                  "global_step": global_step, "num_actions": self.num_actions, "model": self.agent.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "rng": rngs[0], "rng_by_rank": rngs,
-                 "best_eval": self.best_eval}
+                 "best_eval": self.best_eval, "provenance": self.provenance}
         if self.tracking is not None and self.tracking.run is not None:
             state["wandb_id"] = self.tracking.run.id
         self.checkpoint = write_checkpoint(self.run_dir, state, keep, best)

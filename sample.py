@@ -20,6 +20,7 @@ and a model card that says only what this playback measured); --push-to-hub uplo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
 import shlex
@@ -119,6 +120,19 @@ def load(path: str) -> tuple[dict, object, Path]:
     return state, importlib.import_module(script), p
 
 
+def check_script(state: dict, module) -> None:
+    """Print the hash of the script that trained the checkpoint; warn when the one imported here differs."""
+    trained_with = (state.get("provenance") or {}).get("script_sha256")
+    here = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+    if trained_with is None:
+        print(f"{state['script']}.py: the checkpoint records no script hash (written before provenance)", flush=True)
+    elif trained_with == here:
+        print(f"{state['script']}.py sha256 {here[:12]}, the script that trained this checkpoint", flush=True)
+    else:
+        print(f"warning: the checkpoint was trained by {state['script']}.py sha256 {trained_with[:12]}, but the one "
+              f"here is {here[:12]}: it plays with this file's code", file=sys.stderr, flush=True)
+
+
 def write_frames(folder: Path, frames: list) -> None:
     from PIL import Image
 
@@ -158,6 +172,7 @@ def play(args: Args) -> dict:
     check_args(args)
     state, module, path = load(args.checkpoint)
     saved = state["args"]
+    check_script(state, module)
     env_id = args.env_id or saved["env_id"]
     try:
         game = module.atari_game(env_id)
