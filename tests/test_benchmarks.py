@@ -2,6 +2,8 @@
 the right table and curves."""
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -162,3 +164,10 @@ def test_runner_launches_each_run_under_torchrun_when_asked(tmp_path, capsys):
     (spread,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith("run ")]
     launcher = " -m torch.distributed.run --standalone --nproc-per-node=2"
     assert launcher in spread and spread.replace(launcher, "") == alone  # the same run, its flags unchanged
+
+
+def test_device_check_on_a_machine_without_a_gpu_says_so_and_exits_zero():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_check.py")], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and "needs a CUDA GPU" in proc.stdout
