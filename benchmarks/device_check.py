@@ -172,8 +172,9 @@ def main(args: Args) -> list[dict]:
 
     if not args.cpu_rehearsal:
         result, output, seconds = run(NCCL.format(root=str(ROOT)), tmp, torchrun=1, timeout=180)
+        last_line = (output.strip().splitlines() or ["?"])[-1][:200]
         rows.append({"what": "NCCL under torchrun, 1 process: init with device_id, gradient all-reduce",
-                     "seconds": round(seconds, 1), "result": result or (output.strip().splitlines() or ["?"])[-1][:200]})
+                     "seconds": round(seconds, 1), "result": result or last_line})
         checkpoint = next((r["checkpoint"] for r in rows if r.get("checkpoint") and "defaults" in r["what"]), None)
         if checkpoint:
             result, output, seconds = run(RNG.format(root=str(ROOT), checkpoint=checkpoint), tmp, timeout=120)
