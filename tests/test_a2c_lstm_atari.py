@@ -119,11 +119,11 @@ def test_reset_on_life_loss_also_starts_the_state_after_a_lost_life(backend):
 def test_checkpoint_rebuilds_the_agent_for_playback(tmp_path):
     from conftest import tiny_args
 
-    out = L.train(tiny_args(L, tmp_path, iterations=1, run_name="lstm", lstm_hidden_size=24, frame_stack=4))
+    out = L.train(tiny_args(L, tmp_path, iterations=1, run_name="lstm", lstm_hidden_size=24, frame_stack=2))
     state = torch.load(out["checkpoint"], weights_only=True)
     agent = L.Agent(state["num_actions"], state["args"]["frame_stack"], state["args"]["lstm_hidden_size"])
     agent.load_state_dict(state["model"])
-    assert agent.lstm.hidden_size == 24 and agent.network[0].in_channels == 4
+    assert agent.lstm.hidden_size == 24 and agent.network[0].in_channels == 2
 
 
 def test_compile_takes_the_lstm_into_the_graph_and_learns_the_same_as_eager(tmp_path):

@@ -52,7 +52,7 @@ DIFFERS_ON_PURPOSE = {
 FEEDFORWARD_SHARED = ["NETWORK_ARGS", "Agent", "policy_step", "RolloutBuffer", "collect_rollout", "send_actions",
                       "receive_step", "evaluation_policy"]
 # Common Args fields that one script sets apart on purpose, and why.
-COMMON_ARGS_DIFFER = {("a2c_lstm_atari", "frame_stack"): "the LSTM carries the history, so it sees 1 frame"}
+COMMON_ARGS_DIFFER = {("a2c_lstm_atari", "frame_stack"): "its help says why 4 frames, not 1"}
 
 
 @functools.lru_cache(maxsize=None)
