@@ -11,6 +11,12 @@ A run shorter than a reference's budget is labelled with its own budget, never p
 were a 10M-step result. Curves: return vs agent steps, mean over seeds with the min-max band,
 beside the published curves of the same algorithm up to the runs' budget (a 10M-step final is
 drawn as a line only for runs that reach it); the legend sits outside the axes.
+
+With several seeds each row also gives the interquartile mean (IQM) of the seeds' finals and its
+95% stratified-bootstrap interval (Agarwal et al., "Deep RL at the Edge of the Statistical
+Precipice", NeurIPS 2021). Each run's provenance.json names the code (the script's sha256) and the
+torch version that produced it: seeds of one script made by different code or torch are separate
+rows, said in a note, never averaged silently; the hardware line comes from the runs' records.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ def read_run(run_dir: Path) -> Optional[dict]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     meta = {}
+    recorded = run_dir / "provenance.json"
+    provenance = json.loads(recorded.read_text()) if recorded.is_file() else {}
     if (run_dir / "benchmark.json").is_file():
         meta = json.loads((run_dir / "benchmark.json").read_text())
     elif (run_dir / "args.json").is_file():
@@ -64,11 +72,33 @@ def read_run(run_dir: Path) -> Optional[dict]:
     returns = acc.Scalars("charts/episodic_return")
     sps = acc.Scalars("charts/SPS") if "charts/SPS" in tags else []
     all_events = [e for tag in tags for e in acc.Scalars(tag)]
-    return {**meta, "run": run_dir.name,
+    machines = [f"{m['cpu']} ({m['cores']} cores)" + "".join(f", {g}" for g in m["gpus"])
+                for m in provenance.get("machines", [])]
+    return {**meta, "run": run_dir.name, "code": (provenance.get("script_sha256") or "")[:8] or None,
+            "torch": provenance.get("packages", {}).get("torch"), "machines": machines,
             "steps": np.array([e.step for e in returns]), "returns": np.array([e.value for e in returns]),
             "last_step": max(e.step for e in all_events),
             "sps": sps[-1].value if sps else float("nan"),
             "wall_s": max(e.wall_time for e in all_events) - min(e.wall_time for e in all_events)}
+
+
+def iqm(values) -> float:
+    """Interquartile mean: the mean of the middle half (a quarter cut from each end, rounded down, as
+    scipy.stats.trim_mean(x, 0.25) and rliable compute it)."""
+    x = np.sort(np.asarray(values, dtype=float))
+    cut = int(0.25 * len(x))
+    return float(x[cut:len(x) - cut].mean())
+
+
+def bootstrap_interval(finals_by_game: list, repetitions: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% stratified-bootstrap interval of the IQM: each game's seeds resampled with replacement,
+    the IQM of the pooled resample, its 2.5th and 97.5th percentiles (rliable's percentile method)."""
+    rng = np.random.default_rng(seed)
+    finals_by_game = [np.asarray(f, dtype=float) for f in finals_by_game]
+    stats = [iqm(np.concatenate([f[rng.integers(0, len(f), len(f))] for f in finals_by_game]))
+             for _ in range(repetitions)]
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def game_name(env_id: str) -> str:
@@ -84,8 +114,10 @@ def summarise(runs: list[dict], last_episodes: int) -> dict:
     table = {}
     for key, group in sorted(groups.items()):
         finals = np.array([r["returns"][-last_episodes:].mean() for r in group])
+        codes = sorted({f"{r.get('code') or 'not recorded'}, torch {r.get('torch') or '?'}" for r in group})
         table[key] = {"seeds": sorted(r["seed"] for r in group), "finals": finals.tolist(),
-                      "mean": float(finals.mean()), "std": float(finals.std()),
+                      "mean": float(finals.mean()), "std": float(finals.std()), "iqm": iqm(finals),
+                      "iqm_interval": bootstrap_interval([finals]) if len(finals) > 1 else None, "code": codes,
                       "steps": int(min(r["last_step"] for r in group)),
                       "sps": float(np.mean([r["sps"] for r in group])),
                       "wall_h": float(np.mean([r["wall_s"] for r in group]) / 3600), "runs": group}
@@ -136,6 +168,13 @@ def published_at(curves: list[dict], script: str, steps: int) -> str:
     return "none"
 
 
+def interval(row: dict) -> str:
+    if row["iqm_interval"] is None:
+        return f"{row['iqm']:.1f} (1 seed)"
+    low, high = row["iqm_interval"]
+    return f"{row['iqm']:.1f} [{low:.1f}, {high:.1f}]"
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -156,31 +195,43 @@ def write_report(args: Args) -> Path:
     if not runs:
         raise SystemExit(f"error: no runs with logged games under {args.runs_dir!r}.")
     refs = json.loads((HERE / "published_scores.json").read_text())
-    for r in runs:  # runs of one script made with different flags are rows of their own
+    notes = []
+    for r in runs:  # runs of one script made with different flags, code or torch are rows of their own
         flags = {x.get("script_args", "") for x in runs if x["script"] == r["script"]}
         r["label"] = f"{r['script']} {r.get('script_args', '')}".strip() if len(flags) > 1 else r["script"]
+    origins = defaultdict(set)
+    for r in runs:
+        origins[r["label"]].add((r.get("code"), r.get("torch")))
+    for r in runs:
+        if len(origins[r["label"]]) > 1:
+            r["label"] += f" [code {r.get('code') or 'not recorded'}, torch {r.get('torch') or '?'}]"
+            note = (f"**Note: the runs of {r['label'].split(' [')[0]} came from different code or torch versions; "
+                    "they are separate rows, not averaged.**")
+            notes += [note] if note not in notes else []
     table = summarise(runs, args.last_episodes)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    recorded = sorted({r["hardware"] for r in runs if r.get("hardware")})
+    recorded = sorted({m for r in runs for m in r["machines"]}) or sorted({r["hardware"] for r in runs
+                                                                            if r.get("hardware")})
     hardware_line = args.hardware or ("; ".join(recorded) if recorded else "not recorded")
     lines = ["# Benchmark report", "",
              f"Generated by `benchmarks/report.py` from the TensorBoard logs in `{args.runs_dir}`. "
              f"Final return = mean of the last {args.last_episodes} games of each seed; mean +- std over "
              "seeds (population std). Training returns are raw game scores of whole games.",
-             f"Hardware: {hardware_line}.", ""]
+             f"Hardware: {hardware_line}.", "", *[n + "\n" for n in notes]]
     plots = {}  # what each game's figure shows, for report.json
     for game in sorted({g for _, g in table}):
         rows = {script: row for (script, g), row in table.items() if g == game}
         curves = curves_for(refs, game, rows)
         lines += [f"## {game}", "", "| script | budget | seeds | final return | per seed | published at this budget "
-                  "| SPS | wall time (h) |", "|---|---|---|---|---|---|---|---|"]
+                  "| SPS | wall time (h) | IQM [95% CI] | code (sha256), torch |", "|---" * 10 + "|"]
         for script, row in rows.items():
             short = "" if row["steps"] >= 9_900_000 else " (short run: not comparable with 10M references)"
             lines.append(f"| {script} | {budget_label(row['steps'])}{short} | {len(row['seeds'])} | "
                          f"{row['mean']:.1f} +- {row['std']:.1f} | {', '.join(f'{v:.1f}' for v in row['finals'])} | "
                          f"{published_at(curves, script, row['steps'])} | "
-                         f"{row['sps']:,.0f} | {row['wall_h']:.2f} |")
+                         f"{row['sps']:,.0f} | {row['wall_h']:.2f} | {interval(row)} "
+                         f"| {'; '.join(row['code'])} |")
         game_refs = references_for(refs, game)
         if game_refs:
             lines += ["", "Published references:", "", "| reference | budget | return | source |", "|---|---|---|---|"]

@@ -171,3 +171,32 @@ def test_device_check_on_a_machine_without_a_gpu_says_so_and_exits_zero():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_check.py")], capture_output=True,
                           text=True, timeout=120, env=env)
     assert proc.returncode == 0 and "needs a CUDA GPU" in proc.stdout
+
+
+def test_iqm_and_its_bootstrap_interval_on_small_tables():
+    assert report.iqm([8, 1, 7, 2, 6, 3, 5, 400]) == pytest.approx(4.5)  # the middle half: 3, 4, 5, 6
+    assert report.iqm([1.0, 2.0, 30.0]) == pytest.approx(11.0)  # a quarter of 3 rounds down to none cut
+    # two seeds 0 and 10: a resample's IQM (its mean) is 0, 5 or 10 with probabilities 1/4, 1/2, 1/4,
+    # so the 2.5th and 97.5th percentiles of 2,000 resamples are 0 and 10
+    assert report.bootstrap_interval([[0.0, 10.0]]) == (0.0, 10.0)
+    assert report.bootstrap_interval([[3.0, 3.0, 3.0]]) == (3.0, 3.0)
+    low, high = report.bootstrap_interval([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])  # stratified by game
+    assert low < report.iqm([1, 2, 3, 4, 10, 20, 30, 40]) < high and 1.0 <= low and high <= 40.0
+
+
+def test_seeds_of_different_code_are_separate_rows_with_a_note_and_the_hardware_is_the_runs(tmp_path):
+    runs_dir = tmp_path / "bench"
+    for seed, sha, final in [(1, "a" * 64, 4.0), (2, "a" * 64, 6.0), (3, "b" * 64, 50.0)]:
+        name = f"Breakout-v5__ppo_atari__{seed}"
+        synthetic_run(runs_dir, name, [final] * 30, sps=500.0, last_step=500_000,
+                      meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed, "hardware": "drawing box"})
+        (runs_dir / name / "provenance.json").write_text(json.dumps({
+            "script_sha256": sha, "packages": {"torch": "2.13.0"},
+            "machines": [{"cpu": "Test CPU", "cores": 2, "gpus": ["Test GPU"]}]}))
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(tmp_path / "out"), last_episodes=20))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Hardware: Test CPU (2 cores), Test GPU." in text
+    assert "different code or torch versions" in text
+    assert "| ppo_atari [code aaaaaaaa, torch 2.13.0] | 0.5M steps" in text and "| 2 | 5.0 +- 1.0 |" in text
+    assert "| ppo_atari [code bbbbbbbb, torch 2.13.0] | 0.5M steps" in text and "| 1 | 50.0 +- 0.0 |" in text
+    assert "| 5.0 [4.0, 6.0] | aaaaaaaa, torch 2.13.0 |" in text
