@@ -22,6 +22,7 @@ rows, said in a note, never averaged silently; the hardware line comes from the 
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -99,6 +100,19 @@ def bootstrap_interval(finals_by_game: list, repetitions: int = 2000, seed: int 
              for _ in range(repetitions)]
     low, high = np.percentile(stats, [2.5, 97.5])
     return float(low), float(high)
+
+
+def human_normalised(table: dict, refs: dict) -> dict:
+    """{script: {game: [each seed's final, 0 = random play, 1 = the human tester]}} for scripts run on
+    two or more games with reference scores (the field's aggregate needs several games)."""
+    norms = refs.get("human_normalisation", {}).get("scores", {})
+    by_script = defaultdict(dict)
+    for (script, game), row in table.items():
+        rom = re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()  # SpaceInvaders -> space_invaders
+        if rom in norms:
+            random_score, human = norms[rom]
+            by_script[script][game] = [(f - random_score) / (human - random_score) for f in row["finals"]]
+    return {script: games for script, games in by_script.items() if len(games) >= 2}
 
 
 def game_name(env_id: str) -> str:
@@ -284,10 +298,34 @@ def write_report(args: Args) -> Path:
         fig.savefig(out / f"{game}.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         lines += [f"![{game}]({game}.png)", ""]
+    aggregate = {}
+    normalised = human_normalised(table, refs)
+    if normalised:
+        lines += ["## Across games, human-normalised", "",
+                  f"Each seed's final as (score - random) / (human - random), {refs['human_normalisation']['source']}. "
+                  "IQM over every game's seeds, 95% stratified-bootstrap interval (seeds resampled within each game).",
+                  "", "| script | games | runs | IQM [95% CI] | median | mean |", "|---|---|---|---|---|---|"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for script, games in normalised.items():
+            pooled = np.concatenate([np.asarray(v) for v in games.values()])
+            low, high = bootstrap_interval(list(games.values()))
+            aggregate[script] = {"games": sorted(games), "iqm": iqm(pooled), "iqm_interval": [low, high],
+                                 "median": float(np.median(pooled)), "mean": float(pooled.mean())}
+            lines.append(f"| {script} | {', '.join(sorted(games))} | {len(pooled)} | {iqm(pooled):.2f} "
+                         f"[{low:.2f}, {high:.2f}] | {np.median(pooled):.2f} | {pooled.mean():.2f} |")
+            taus = np.linspace(min(0.0, pooled.min()), max(1.0, pooled.max()), 200)
+            ax.plot(taus, [(pooled > t).mean() for t in taus], label=script)
+        ax.set_xlabel("human-normalised score tau")
+        ax.set_ylabel("fraction of runs with score > tau")
+        ax.set_title("Performance profile (Agarwal et al. 2021)", fontsize=10)
+        ax.legend(fontsize=8, frameon=False)
+        fig.savefig(out / "performance_profile.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        lines += ["", "![performance profile](performance_profile.png)", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
     figures = {f"{s}/{g}": {k: v for k, v in row.items() if k != "runs"} for (s, g), row in table.items()}
-    (out / "report.json").write_text(json.dumps({**figures, "plots": plots}, indent=2))
+    (out / "report.json").write_text(json.dumps({**figures, "plots": plots, "aggregate": aggregate}, indent=2))
     print("\n".join(lines))
     return report
 

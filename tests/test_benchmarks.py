@@ -200,3 +200,22 @@ def test_seeds_of_different_code_are_separate_rows_with_a_note_and_the_hardware_
     assert "| ppo_atari [code aaaaaaaa, torch 2.13.0] | 0.5M steps" in text and "| 2 | 5.0 +- 1.0 |" in text
     assert "| ppo_atari [code bbbbbbbb, torch 2.13.0] | 0.5M steps" in text and "| 1 | 50.0 +- 0.0 |" in text
     assert "| 5.0 [4.0, 6.0] | aaaaaaaa, torch 2.13.0 |" in text
+
+
+def test_two_games_give_a_human_normalised_iqm_with_its_interval_and_a_performance_profile(tmp_path):
+    runs_dir = tmp_path / "bench"
+    for game, finals in [("Breakout", [1.7, 30.5, 16.1]), ("Pong", [-20.7, 14.6, -3.05])]:
+        for seed, final in enumerate(finals, start=1):
+            synthetic_run(runs_dir, f"{game}-v5__ppo_atari__{seed}", [final] * 30, sps=500.0, last_step=500_000,
+                          meta={"script": "ppo_atari", "env_id": f"{game}-v5", "seed": seed})
+    out = tmp_path / "out"
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), last_episodes=20))
+    aggregate = json.loads((out / "report.json").read_text())["aggregate"]["ppo_atari"]
+    # random and human are 1.7 / 30.5 (Breakout) and -20.7 / 14.6 (Pong): each game's seeds normalise to 0, 1, 0.5
+    assert aggregate["games"] == ["Breakout", "Pong"]
+    assert aggregate["iqm"] == pytest.approx(0.5)  # six runs 0, 0, 0.5, 0.5, 1, 1: the middle four's mean
+    assert aggregate["median"] == pytest.approx(0.5) and aggregate["mean"] == pytest.approx(0.5)
+    low, high = aggregate["iqm_interval"]
+    assert 0.0 <= low < 0.5 < high <= 1.0
+    assert (out / "performance_profile.png").is_file()
+    assert "## Across games, human-normalised" in (out / "report.md").read_text()
