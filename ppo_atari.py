@@ -503,7 +503,7 @@ def train(args: Args) -> dict:
             run.log_iteration(iteration, global_step, games, optimizer.param_groups[0]["lr"], figures)
             if evaluation_due(global_step, batch_size, args.eval_every) and run.evaluate(global_step):
                 run.save_checkpoint(iteration, global_step, args.keep_checkpoints, best=True)  # as best.pt
-            if run.stop_requested():  # SIGINT/SIGTERM to any process: finish() writes the checkpoint
+            if run.stop_requested(iteration):  # SIGINT/SIGTERM to any process: finish() writes the checkpoint
                 break
             if args.checkpoint_every and iteration % args.checkpoint_every == 0 and iteration < num_iterations:
                 run.save_checkpoint(iteration, global_step, args.keep_checkpoints)
@@ -1295,6 +1295,9 @@ class Tracking:
             warn(f"W&B could not finish the run ({first_line(e)}).")
 
 
+GATHER_EVERY = 8  # under torchrun: iterations between agreements on the finished games and the stop flag
+
+
 class RunLog:
     """The run around the learning loop: `with RunLog(...) as run:` writes args.json, opens TensorBoard
     (and W&B with --track) on rank 0 and turns SIGINT/SIGTERM into a request to stop. The loop calls
@@ -1308,6 +1311,7 @@ class RunLog:
         self.first_iteration = 1 if resume is None else resume["iteration"] + 1
         self.start_step = 0 if resume is None else resume["global_step"]
         self.recent_returns: list[float] = []  # the last 100 games' scores
+        self.pending: list[tuple[float, int]] = []  # this process's finished games not yet gathered
         self.episodes, self.checkpoint, self.saved_iteration, self.signal = 0, None, None, StopOnSignal()
         self.last_eval: Optional[tuple[int, np.ndarray]] = None  # (global step, scores)
         self.best_eval = None if resume is None else resume.get("best_eval")  # the best evaluation's figures
@@ -1343,9 +1347,15 @@ class RunLog:
 
     def log_iteration(self, iteration: int, global_step: int, games: list[tuple[float, int]], learning_rate: float,
                       figures: dict[str, float]) -> None:
-        """Every process calls it: rank 0 gathers every process's finished games, writes them and the
-        figures to TensorBoard and prints a progress line every --log-interval seconds."""
-        games = [game for share in all_gather(games, self.procs) for game in share]
+        """Every process calls it: rank 0 gathers every process's finished games (under torchrun every
+        GATHER_EVERY iterations and at the last), writes them and the figures to TensorBoard and prints
+        a progress line every --log-interval seconds."""
+        self.pending += games
+        if self.procs.world_size == 1 or iteration % GATHER_EVERY == 0 or iteration == self.num_iterations:
+            games = [game for share in all_gather(self.pending, self.procs) for game in share]
+            self.pending = []
+        else:
+            games = []
         if not self.procs.main:
             return
         for score, length in games:
@@ -1366,13 +1376,17 @@ class RunLog:
             print(progress_line(global_step, self.args.total_timesteps, recent_sps, now - self.start_time,
                                 self.recent_returns), flush=True)
 
-    def stop_requested(self) -> bool:
+    def stop_requested(self, iteration: int) -> bool:
         """Every process calls it: True at the same iteration on all of them once SIGINT/SIGTERM
-        reached any one (finish() then writes the checkpoint)."""
-        self.stopped = self.signal.signal is not None
+        reached any one (finish() then writes the checkpoint); under torchrun they agree every
+        GATHER_EVERY iterations, so a signal stops the run within that many."""
         if self.procs.world_size > 1:
-            flag = torch.tensor(float(self.stopped), device=next(self.agent.parameters()).device)
+            if iteration % GATHER_EVERY and iteration != self.num_iterations:
+                return False
+            flag = torch.tensor(float(self.signal.signal is not None), device=next(self.agent.parameters()).device)
             self.stopped = bool(sum_over_processes(flag).item())
+        else:
+            self.stopped = self.signal.signal is not None
         if self.stopped and self.procs.main:
             print(f"signal {self.signal.signal or '(to another process)'} received: saving a checkpoint and stopping",
                   flush=True)

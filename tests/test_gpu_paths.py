@@ -140,3 +140,20 @@ def test_sps_after_warmup_leaves_out_a_slow_first_iteration(script, tmp_path, mo
     progress = [float(line.split("SPS ")[1].split(" |")[0].replace(",", "")) for line in
                 capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert progress[-1] > 1.5 * out["sps"]  # the progress line reads the last window, not the average from the start
+
+
+def test_under_torchrun_games_and_the_stop_flag_are_agreed_every_few_iterations_not_every_one(tmp_path, monkeypatch):
+    gathers, reductions = [], []
+    monkeypatch.setattr(A, "all_gather", lambda item, procs: gathers.append(item) or [item, [(7.0, 70)]])
+    monkeypatch.setattr(A, "sum_over_processes", lambda x: reductions.append(x) or x)
+    args = tiny_args(A, tmp_path, iterations=20, run_name="gather")
+    agent = A.Agent(4)
+    procs = A.Processes(rank=0, world_size=2, local_rank=0, local_world_size=2)  # rank 0 of two, simulated
+    with A.RunLog(args, tmp_path / "run", None, agent, torch.optim.Adam(agent.parameters()), 4, None, procs) as run:
+        gathers.clear()
+        for iteration in range(1, 21):
+            run.log_iteration(iteration, iteration * 10, [(1.0, 10)], 1e-3, {})
+            assert not run.stop_requested(iteration)
+    assert len(gathers) == len(reductions) == 3  # iterations 8, 16 and the last, 20
+    assert gathers[0] == [(1.0, 10)] * 8  # nothing is lost between gathers
+    assert run.episodes == 20 + 3  # every game of this process, and the other process's at each gather
