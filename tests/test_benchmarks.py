@@ -219,3 +219,21 @@ def test_two_games_give_a_human_normalised_iqm_with_its_interval_and_a_performan
     assert 0.0 <= low < 0.5 < high <= 1.0
     assert (out / "performance_profile.png").is_file()
     assert "## Across games, human-normalised" in (out / "report.md").read_text()
+
+
+def test_grad_norms_summarises_each_part_and_the_clip_by_phase(tmp_path):
+    import grad_norms
+
+    run_dir = tmp_path / "runs" / "lstm"
+    writer = SummaryWriter(str(run_dir))
+    for update in range(10):  # parts 0.2, 0, 0.3, 0.6 times (update + 1) / 10: the whole is 0.07 * (update + 1)
+        scale = (update + 1) / 10
+        for part, norm in [("conv", 0.2), ("lstm", 0.0), ("actor", 0.3), ("critic", 0.6)]:
+            writer.add_scalar(f"losses/grad_norm_{part}", norm * scale, update * 100)
+        writer.add_scalar("losses/entropy", 1.0 + update, update * 100)
+    writer.close()
+    first, second = grad_norms.summarise(str(run_dir), [0, 500, 1000], max_grad_norm=0.26)
+    assert (first["updates"], second["updates"]) == (5, 5)
+    assert first["conv"] == pytest.approx(0.06) and first["whole"] == pytest.approx(0.21)  # medians of updates 0-4
+    assert first["clipped"] == pytest.approx(0.4) and second["clipped"] == 1.0  # 0.28 and 0.35 exceed 0.26
+    assert first["actor_over_critic"] == pytest.approx(0.5) and second["entropy"] == pytest.approx(8.0)
