@@ -1239,8 +1239,11 @@ def record_provenance(run_dir: Path, current: dict) -> dict:
     """Write provenance.json at a run's start; a resume appends what changed (other code, versions or
     machines are legitimate, but visible). Returns the run's provenance as the file now holds it."""
     path = run_dir / "provenance.json"
-    record = json.loads(path.read_text()) if path.is_file() else None
-    if record is None:
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:  # unreadable: start a new record rather than stop the run
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("resumes"), list):
         record = dict(current, resumes=[])
     else:
         changed = {k: v for k, v in current.items() if k not in ("time", "command") and record.get(k) != v}
@@ -1369,7 +1372,8 @@ class RunLog:
         self.recent_returns: list[float] = []  # the last 100 games' scores
         self.pending: list[tuple[float, int]] = []  # this process's finished games not yet gathered
         self.episodes, self.checkpoint, self.saved_iteration, self.signal = 0, None, None, StopOnSignal()
-        self.last_eval: Optional[tuple[int, np.ndarray]] = None  # (global step, scores)
+        self.last_eval: Optional[tuple[int, np.ndarray]] = None  # (global step, scores), on rank 0
+        self.last_eval_step: Optional[int] = None  # the same step on every process
         self.best_eval = None if resume is None else resume.get("best_eval")  # the best evaluation's figures
         self.stopped = False  # by a signal to any process
 
@@ -1452,6 +1456,7 @@ class RunLog:
         """Every process calls it: rank 0 plays --eval-episodes whole games and logs their mean and
         spread (and video); all return whether the mean beats every earlier evaluation's (then the
         loop keeps the agent as best.pt)."""
+        self.last_eval_step = global_step
         improved = torch.tensor(float(self.procs.main and self._evaluate(global_step)))
         return bool(sum_over_processes(improved.to(next(self.agent.parameters()).device)).item())
 
@@ -1496,7 +1501,7 @@ class RunLog:
         sps, elapsed = self.sps(global_step), time.time() - self.start_time  # training's, before the evaluation
         warm_sps = self.sps(global_step, self.warm) if self.warm and global_step > self.warm[1] else float("nan")
         ran = iteration >= self.first_iteration
-        evaluated = self.last_eval is not None and self.last_eval[0] == global_step
+        evaluated = self.last_eval_step == global_step  # known to every process: evaluate() is collective
         improved = ran and self.args.eval_every and not self.stopped and not evaluated and self.evaluate(global_step)
         if ran:
             self.save_checkpoint(iteration, global_step, best=improved)

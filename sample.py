@@ -218,11 +218,20 @@ def play(args: Args) -> dict:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2))
     if args.hub_folder is not None:
-        write_hub_folder(Path(args.hub_folder), args, module, state, path, summary)
+        try:
+            write_hub_folder(Path(args.hub_folder), args, module, state, path, summary)
+        except OSError as e:
+            raise SampleError(f"could not write the model folder {args.hub_folder!r} ({e}).") from None
         if args.push_to_hub is not None:
-            hub_client().create_repo(args.push_to_hub, exist_ok=True)
-            url = hub_client().upload_folder(folder_path=args.hub_folder, repo_id=args.push_to_hub,
-                                             commit_message=f"{state['script']} on {env_id}: {len(returns)} games")
+            api = hub_client()
+            try:
+                api.create_repo(args.push_to_hub, exist_ok=True)
+                url = api.upload_folder(folder_path=args.hub_folder, repo_id=args.push_to_hub,
+                                        commit_message=f"{state['script']} on {env_id}: {len(returns)} games")
+            except Exception as e:  # network, permission, quota: the folder stays, the error is one sentence
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise SampleError(f"could not upload {args.hub_folder!r} to {args.push_to_hub} ({reason}); "
+                                  "the folder is complete and can be uploaded again.") from None
             print(f"uploaded {args.hub_folder} to {url}", flush=True)
     return summary
 

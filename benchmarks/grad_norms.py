@@ -37,6 +37,8 @@ def summarise(run_dir: str, phases: list[int], max_grad_norm: float) -> list[dic
 
     acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
     acc.Reload()
+    if "losses/grad_norm_conv" not in acc.Tags()["scalars"]:
+        raise SystemExit(f"error: {run_dir!r} logged no losses/grad_norm_* (a2c_lstm_atari.py runs log them).")
     series = {part: acc.Scalars(f"losses/grad_norm_{part}") for part in PARTS}
     steps = np.array([e.step for e in series["conv"]])
     norms = {part: np.array([e.value for e in events]) for part, events in series.items()}

@@ -144,7 +144,11 @@ def test_sps_after_warmup_leaves_out_a_slow_first_iteration(script, tmp_path, mo
 
 def test_under_torchrun_games_and_the_stop_flag_are_agreed_every_few_iterations_not_every_one(tmp_path, monkeypatch):
     gathers, reductions = [], []
-    monkeypatch.setattr(A, "all_gather", lambda item, procs: gathers.append(item) or [item, [(7.0, 70)]])
+    def all_gather(item, procs):  # the other process finishes one game (7.0) per gather
+        gathers.append(item)
+        return [item, [(7.0, 70)] if isinstance(item, list) else item]
+
+    monkeypatch.setattr(A, "all_gather", all_gather)
     monkeypatch.setattr(A, "sum_over_processes", lambda x: reductions.append(x) or x)
     args = tiny_args(A, tmp_path, iterations=20, run_name="gather")
     agent = A.Agent(4)
@@ -157,3 +161,19 @@ def test_under_torchrun_games_and_the_stop_flag_are_agreed_every_few_iterations_
     assert len(gathers) == len(reductions) == 3  # iterations 8, 16 and the last, 20
     assert gathers[0] == [(1.0, 10)] * 8  # nothing is lost between gathers
     assert run.episodes == 20 + 3  # every game of this process, and the other process's at each gather
+
+
+def test_every_process_agrees_that_the_last_iteration_was_already_evaluated(tmp_path, monkeypatch):
+    """finish() evaluates once more only where no evaluation ran at the last step; evaluate() is a
+    collective, so a process other than rank 0 must reach the same decision or the run hangs."""
+    reductions = []
+    monkeypatch.setattr(A, "all_gather", lambda item, procs: [item, item])
+    monkeypatch.setattr(A, "sum_over_processes", lambda x: reductions.append(x) or x)
+    monkeypatch.setattr(A.dist, "barrier", lambda: None)
+    args = tiny_args(A, tmp_path, iterations=2, run_name="agree", eval_every=10)
+    agent = A.Agent(4)
+    procs = A.Processes(rank=1, world_size=2, local_rank=1, local_world_size=2)  # rank 1 of two, simulated
+    with A.RunLog(args, tmp_path / "run", None, agent, torch.optim.Adam(agent.parameters()), 4, None, procs) as run:
+        assert not run.evaluate(20)  # rank 1 plays nothing, but takes part in the agreement
+        run.finish(2, 20)
+    assert len(reductions) == 1  # no second evaluation (rank 0, which played at step 20, would not join it)

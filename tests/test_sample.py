@@ -192,3 +192,19 @@ def test_push_to_hub_without_a_login_or_the_library_is_one_sentence_before_playi
         sample.play(args)
     with pytest.raises(sample.SampleError, match="needs --hub-folder"):
         sample.play(play_args(checkpoint, tmp_path, push_to_hub="me/agent"))
+
+
+def test_a_failed_upload_is_one_sentence_and_keeps_the_folder(checkpoint, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    class RefusingApi:
+        def create_repo(self, repo_id, exist_ok):
+            raise RuntimeError("403 Forbidden: you cannot write to me/agent\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RefusingApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
+    folder = tmp_path / "hub"
+    refusal = "could not upload .* \\(403 Forbidden: you cannot write to me/agent\\)"
+    with pytest.raises(sample.SampleError, match=refusal):
+        sample.play(play_args(checkpoint, tmp_path, env_backend="ale", hub_folder=str(folder), push_to_hub="me/agent"))
+    assert (folder / "README.md").is_file()
