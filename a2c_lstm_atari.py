@@ -55,118 +55,64 @@ NETWORK_ARGS = ("frame_stack", "full_action_space", "lstm_hidden_size")  # a che
 @dataclass
 class Args:
     # --- algorithm ---
-    total_timesteps: int = 10_000_000
-    """total agent steps over all envs (one step = frame_skip frames)"""
-    learning_rate: float = 7e-4
-    """initial learning rate"""
-    lr_final: float = 0.0
-    """learning rate reached at --decay-steps and kept after (rlib's linear schedule)"""
-    decay_steps: int = 0
-    """agent steps over which the learning rate decays linearly to --lr-final (0: the whole run)"""
-    num_envs: int = 16
-    """number of parallel games"""
-    num_steps: int = 5
-    """steps per env in each rollout, the length of the truncated BPTT unroll; one gradient step per rollout
-    (5, as baselines' A2C with cnn_lstm)"""
-    lstm_hidden_size: int = 256
-    """size of the LSTM state"""
-    reset_on_life_loss: bool = False
-    """zero the LSTM state after a lost life too (default: only when a game starts, as the game goes on)"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 1.0
-    """1.0: n-step bootstrapped returns (the original A2C); 0.95: generalized advantage estimation (skrl)"""
-    ent_coef: float = 0.01
-    """entropy bonus coefficient"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
-    value_loss: Literal["mse", "huber"] = "mse"
-    """value loss: mean squared error, or Huber (smooth L1, delta 1)"""
-    norm_adv: bool = False
-    """normalise advantages within each batch (off in the original A2C)"""
-    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
-    """RMSprop as TensorFlow applies it (eps inside the square root), or Adam"""
-    rmsprop_alpha: float = 0.99
-    """RMSprop decay of the mean square"""
-    optimizer_eps: float = 1e-5
-    """epsilon of RMSprop (inside the square root) or Adam"""
-    max_grad_norm: float = 0.5
-    """global gradient norm clip"""
-    checkpoint_every: int = 10_000
-    """save a checkpoint every this many updates (0: only at the end and on SIGINT/SIGTERM)"""
+    total_timesteps: int = 10_000_000  # total agent steps over all envs (one step = frame_skip frames)
+    learning_rate: float = 7e-4  # initial learning rate
+    lr_final: float = 0.0  # learning rate reached at --decay-steps and kept after (rlib's linear schedule)
+    decay_steps: int = 0  # agent steps over which the learning rate decays linearly to --lr-final (0: the whole run)
+    num_envs: int = 16  # number of parallel games
+    num_steps: int = 5  # steps per env per rollout = the BPTT unroll; one gradient step each (5: baselines' cnn_lstm)
+    lstm_hidden_size: int = 256  # size of the LSTM state
+    reset_on_life_loss: bool = False  # zero the LSTM state after a lost life too (default: only when a game starts)
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 1.0  # 1.0: n-step bootstrapped returns (the original A2C); 0.95: GAE (skrl)
+    ent_coef: float = 0.01  # entropy bonus coefficient
+    vf_coef: float = 0.5  # value loss coefficient
+    value_loss: Literal["mse", "huber"] = "mse"  # value loss: mean squared error, or Huber (smooth L1, delta 1)
+    norm_adv: bool = False  # normalise advantages within each batch (off in the original A2C)
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"  # TensorFlow's RMSprop (eps inside the square root), or Adam
+    rmsprop_alpha: float = 0.99  # RMSprop decay of the mean square
+    optimizer_eps: float = 1e-5  # epsilon of RMSprop (inside the square root) or Adam
+    max_grad_norm: float = 0.5  # global gradient norm clip
+    checkpoint_every: int = 10_000  # save a checkpoint every N updates (0: only at the end and on SIGINT/SIGTERM)
 
     # --- experiment (common to every script) ---
-    exp_name: str = SCRIPT
-    """name of this experiment, part of the default run name"""
-    seed: int = 1
-    """seed of the environments, the network initialisation and action sampling"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """use CUDA when it is available (falls back to the CPU otherwise)"""
-    compile: bool = False
-    """wrap the policy step, the return computation and the loss in torch.compile"""
-    autocast: Literal["off", "bf16"] = "off"
-    """bf16: the rollout's and update's forward passes and losses under torch.autocast (weights, optimizer: fp32)"""
-    threads: int = 0
-    """CPU threads for torch (0: torch's default)"""
-    runs_dir: str = "runs"
-    """folder that holds one sub-folder per run"""
-    run_name: Optional[str] = None
-    """name of the run folder (default: <env>__<exp_name>__<seed>__<unix time>)"""
-    resume: Optional[str] = None
-    """checkpoint file (or run folder, meaning its latest checkpoint) to continue from"""
-    keep_checkpoints: int = 0
-    """keep only the newest N periodic checkpoints (0: all); latest.pt and the final one always stay"""
-    log_interval: float = 10.0
-    """seconds between console progress lines"""
-    dist_timeout: float = 1800.0
-    """under torchrun: seconds a process waits for the others before the run fails instead of hanging"""
+    exp_name: str = SCRIPT  # name of this experiment, part of the default run name
+    seed: int = 1  # seed of the environments, the network initialisation and action sampling
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # use CUDA when it is available (falls back to the CPU otherwise)
+    compile: bool = False  # wrap the policy step, the return computation and the loss in torch.compile
+    autocast: Literal["off", "bf16"] = "off"  # bf16: forward passes and losses under autocast; weights, optimizer fp32
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+    runs_dir: str = "runs"  # folder that holds one sub-folder per run
+    run_name: Optional[str] = None  # name of the run folder (default: <env>__<exp_name>__<seed>__<unix time>)
+    resume: Optional[str] = None  # checkpoint file (or run folder, meaning its latest checkpoint) to continue from
+    keep_checkpoints: int = 0  # keep the newest N periodic checkpoints (0: all); latest.pt, best.pt, the final one stay
+    log_interval: float = 10.0  # seconds between console progress lines
+    dist_timeout: float = 1800.0  # torchrun: seconds to wait for the other processes before failing (never hang)
 
     # --- environment (common to every script) ---
-    env_id: str = "Breakout-v5"
-    """Atari game: `Breakout-v5`, `ALE/Breakout-v5` and `BreakoutNoFrameskip-v4` all mean Breakout"""
-    env_backend: Literal["auto", "envpool", "ale"] = "auto"
-    """vectorised emulator: envpool, ale-py's AtariVectorEnv, or auto (envpool where it imports)"""
-    env_threads: int = 0
-    """emulator worker threads (0: the backend's default)"""
-    overlap: bool = True
-    """step half the envs while the policy runs on the other half (same transitions); --no-overlap: lockstep"""
-    frame_skip: int = 4
-    """agent steps repeat the action this many frames; the observation max-pools the last two"""
-    frame_stack: int = 4
-    """number of most recent frames the network sees (4, as the recurrent A2C references; 1: the LSTM alone
-    carries the history, which learned no faster than a memoryless one-frame agent by 3M steps, see README)"""
-    noop_max: int = 30
-    """at the start of every game, play a random number (up to this) of no-op actions"""
-    sticky_actions: float = 0.0
-    """probability of repeating the previous action (Machado et al. 2018 use 0.25)"""
-    full_action_space: bool = False
-    """use all 18 actions instead of the game's minimal set (Machado et al. 2018)"""
-    episodic_life: bool = True
-    """a lost life ends the episode for learning (the game goes on; scores stay whole-game)"""
-    clip_rewards: bool = True
-    """learn from sign(reward); logged returns are always the raw game score"""
-    max_episode_frames: int = 108_000
-    """truncate a game after this many emulator frames (108,000 = 30 minutes)"""
-    time_limit_bootstrap: bool = False
-    """on truncation by the frame cap, bootstrap from the value of the final observation"""
+    env_id: str = "Breakout-v5"  # Atari game: Breakout-v5, ALE/Breakout-v5 and BreakoutNoFrameskip-v4 all mean Breakout
+    env_backend: Literal["auto", "envpool", "ale"] = "auto"  # auto: envpool if it imports, else ale-py's AtariVectorEnv
+    env_threads: int = 0  # emulator worker threads (0: the backend's default)
+    overlap: bool = True  # step one half of the envs while the policy acts on the other (same transitions)
+    frame_skip: int = 4  # agent steps repeat the action this many frames; the observation max-pools the last two
+    frame_stack: int = 4  # frames the network sees (4, as recurrent A2C references; 1 learned slower, see README)
+    noop_max: int = 30  # at the start of every game, play a random number (up to this) of no-op actions
+    sticky_actions: float = 0.0  # probability of repeating the previous action (Machado et al. 2018 use 0.25)
+    full_action_space: bool = False  # use all 18 actions instead of the game's minimal set (Machado et al. 2018)
+    episodic_life: bool = True  # a lost life ends the episode for learning (the game goes on; scores stay whole-game)
+    clip_rewards: bool = True  # learn from sign(reward); logged returns are always the raw game score
+    max_episode_frames: int = 108_000  # truncate a game after this many emulator frames (108,000 = 30 minutes)
+    time_limit_bootstrap: bool = False  # on truncation by the frame cap, bootstrap from the final observation's value
 
     # --- evaluation and tracking (common to every script) ---
-    eval_every: int = 500_000
-    """agent steps between evaluations on separate games (0: never); one more runs at the end"""
-    eval_episodes: int = 10
-    """whole games per evaluation (no episodic life; the raw game score)"""
-    eval_greedy: bool = False
-    """evaluate with the most likely action instead of sampling"""
-    capture_video: bool = False
-    """record each evaluation's first game in colour to runs/<run>/videos/eval_<step>.mp4"""
-    track: bool = False
-    """mirror the TensorBoard scalars and the evaluation videos to Weights & Biases (needs wandb)"""
-    wandb_project_name: str = "single-file-atari"
-    """W&B project of the run"""
-    wandb_entity: Optional[str] = None
-    """W&B team or user of the run (default: yours)"""
+    eval_every: int = 500_000  # agent steps between evaluations on separate games (0: never); one more runs at the end
+    eval_episodes: int = 10  # whole games per evaluation (no episodic life; the raw game score)
+    eval_greedy: bool = False  # evaluate with the most likely action instead of sampling
+    capture_video: bool = False  # record each evaluation's first game in colour to runs/<run>/videos/eval_<step>.mp4
+    track: bool = False  # mirror the TensorBoard scalars and the evaluation videos to Weights & Biases (needs wandb)
+    wandb_project_name: str = "single-file-atari"  # W&B project of the run
+    wandb_entity: Optional[str] = None  # W&B team or user of the run (default: yours)
 
 
 def check_args(args: Args) -> None:
