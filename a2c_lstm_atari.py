@@ -144,10 +144,9 @@ class PixelConv2d(nn.Conv2d):
 
 
 def unroll_lstm(lstm: nn.LSTM, x: torch.Tensor, state: tuple, starts: torch.Tensor, cuts: Optional[list] = None):
-    """Run `lstm` over x (T, N, F) from `state`, zeroing an env's state before every step at which it
-    starts an episode (starts: (T, N) bool). The sequence is cut only at steps where some env
-    starts (`cuts`, from the host when known), and each piece goes through one LSTM call (the
-    cuDNN/ATen fast path)."""
+    """Run `lstm` over x (T, N, F) from `state`, zeroing an env's state before each step where it starts an
+    episode (starts: (T, N) bool). Cut only where some env starts (`cuts`, from the host when known), each
+    piece is one LSTM call (the cuDNN/ATen fast path)."""
     h, c = state
     if cuts is None:
         cuts = (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist() if x.shape[0] > 1 else []
@@ -160,12 +159,8 @@ def unroll_lstm(lstm: nn.LSTM, x: torch.Tensor, state: tuple, starts: torch.Tens
 
 
 class Agent(nn.Module):
-    """Nature-CNN trunk (Mnih et al. 2015), an LSTM, then an actor and a critic head.
-
-    Takes uint8 observations (time, envs, frame_stack, 84, 84) and episode starts (time, envs);
-    channels_last strides (as the frame stack and rollout buffer hold them) make the
-    convolutions markedly faster on CPU and GPU.
-    """
+    """Nature-CNN trunk (Mnih et al. 2015), an LSTM, then an actor and a critic head. Takes uint8 observations
+    (time, envs, frame_stack, 84, 84), channels_last as the frame stack holds them, and episode starts (time, envs)."""
 
     def __init__(self, num_actions: int, frame_stack: int = 4, lstm_hidden_size: int = 256):
         super().__init__()
@@ -178,10 +173,7 @@ class Agent(nn.Module):
         )
         self.lstm = nn.LSTM(512, lstm_hidden_size)
         for name, param in self.lstm.named_parameters():  # as CleanRL's ppo_atari_lstm.py
-            if "bias" in name:
-                nn.init.constant_(param, 0)
-            else:
-                nn.init.orthogonal_(param, 1.0)
+            nn.init.constant_(param, 0) if "bias" in name else nn.init.orthogonal_(param, 1.0)
         self.actor = layer_init(nn.Linear(lstm_hidden_size, num_actions), std=0.01)
         self.critic = layer_init(nn.Linear(lstm_hidden_size, 1), std=1.0)
 
@@ -232,11 +224,8 @@ def evaluation_policy(agent: Agent, args: Args, num_envs: int, device: torch.dev
 
 
 def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
-    """Generalized advantage estimation (Schulman et al. 2016); tensors are (num_steps, num_envs).
-
-    dones[t] = 1 where the transition taken at step t ended the episode, so nothing is
-    bootstrapped across it. With gae_lambda = 1 the returns are n-step bootstrapped returns.
-    """
+    """Generalized advantage estimation (Schulman et al. 2016) over (num_steps, num_envs) tensors: nothing is
+    bootstrapped across a step with dones[t] = 1; with gae_lambda = 1, n-step bootstrapped returns."""
     advantages = torch.zeros_like(rewards)
     last_gae = torch.zeros_like(last_value)
     next_value = last_value
@@ -250,11 +239,8 @@ def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: fl
 
 
 def bootstrap_truncations(rewards, values, last_value, truncations, gamma: float):
-    """Add gamma * V(final observation) to the reward of steps cut by the frame cap.
-
-    With next-step autoreset the final observation is what the agent sees on the following
-    (reset) step, so its value is already values[t + 1], or last_value at the rollout's end.
-    """
+    """Add gamma * V(final observation) to the reward of steps cut by the frame cap. With next-step autoreset
+    that observation is the next step's, so its value is values[t + 1] (last_value at the rollout's end)."""
     next_values = torch.cat([values[1:], last_value.unsqueeze(0)], dim=0)
     return rewards + gamma * truncations * next_values
 
@@ -276,10 +262,7 @@ class RolloutBuffer:
         self.starts = torch.zeros(num_steps, num_envs, dtype=torch.bool, device=device)
         self.initial_state = None  # LSTM state before the rollout's first step
         self.step_data = torch.zeros(num_steps, 5, num_envs, device=device)
-        # rewards: clipped if asked; dones: episode end for learning (game over, cap, life loss);
-        # truncations: cap to bootstrap through; valid: 0 where the action was not the agent's (a reset
-        # step ignores it; after a lost life FIRE replaces it).
-        # next_starts: the next observation begins an episode for the LSTM.
+        # receive_step()'s rows (its docstring defines them), then next_starts: the next frame begins an episode
         self.rewards, self.dones, self.truncations, self.valid, self.next_starts = self.step_data.unbind(1)
         self.host_next_starts = np.zeros((num_steps, num_envs), dtype=bool)  # the same, for the cut points
 
@@ -290,23 +273,24 @@ class RolloutBuffer:
 
 def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, state: tuple, starts: torch.Tensor, args: Args,
                     device: torch.device):
-    """Fill `buf` with num_steps steps of every env, carrying the LSTM state; returns the (score,
-    length) of each game that ended, and the (state, starts) to carry into the next rollout.
-
-    Each step, each group in turn takes in the step its emulators were running, then chooses its
-    next actions from those observations and sets the emulators going again: with two groups the
-    policy runs on one while the other's emulators step; each env's LSTM state is its own column,
-    advanced only by its own observations. Per group and step on a GPU: one blocking copy of the
-    actions to the host (it waits for the network) and copies of the step's data and frames in.
-    """
+    """Fill `buf` with num_steps steps of every env, carrying the LSTM state; returns the (score, length) of
+    each game that ended and the (state, starts) for the next rollout. Each step, each group in turn takes in
+    its emulators' step, then chooses its next actions and sets them going: with two groups the policy runs on
+    one while the other's emulators step (each env's LSTM state is its own column). On a GPU, per group and
+    step: one blocking copy of the actions to the host, copies of the step's data and frames in."""
     finished, num_steps = [], buf.obs.shape[0]
     buf.initial_state = (state[0].clone(), state[1].clone())
     state, starts = (state[0].clone(), state[1].clone()), starts.clone()  # advanced column by column below
     for t in range(num_steps + 1):
         for group in envs:
             if t > 0:
-                finished += receive_step(group, buf, t - 1, args, device)
+                step, resetting, games = receive_step(group, args, device)
+                next_starts = resetting | (group.episode_stats.life_lost & args.reset_on_life_loss)
+                host = np.concatenate([step, next_starts[None].astype(np.float32)])  # one copy fills all five rows
+                buf.step_data[t - 1, :, group.columns].copy_(torch.from_numpy(host), non_blocking=True)
+                buf.host_next_starts[t - 1, group.columns] = next_starts
                 starts[group.columns] = buf.next_starts[t - 1, group.columns].bool()
+                finished += games
             if t < num_steps:
                 send_actions(policy, group, buf, t, state, starts, args)
     return finished, state, starts
@@ -324,28 +308,6 @@ def send_actions(policy, group: EnvGroup, buf: RolloutBuffer, t: int, state: tup
     buf.actions[t, columns], buf.logprobs[t, columns], buf.values[t, columns] = action, logprob, value
     actions, forced = action.cpu().numpy(), fire_forced(group, args)
     group.envs.send(np.where(forced, group.envs.fire_action, actions) if forced.any() else actions)
-
-
-def receive_step(group: EnvGroup, buf: RolloutBuffer, t: int, args: Args, device: torch.device) -> list:
-    """Take in the group's step t: game statistics, the step's data in `buf`, the new frames."""
-    resetting = group.episode_stats.ended.copy()  # these envs started a new game on this step
-    forced = fire_forced(group, args)  # that step is the env's, not the agent's: out of the loss
-    frames, raw_rewards, terminated, truncated, lives = group.envs.recv()
-    valid, life_lost, returns, lengths = group.episode_stats.update(raw_rewards, terminated, truncated, lives)
-
-    rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
-    dones = terminated | truncated | (life_lost & args.episodic_life)
-    truncations = truncated & ~terminated & args.time_limit_bootstrap  # to bootstrap through
-    # the frame pushed below is a new game's first (or follows a lost life, if asked)
-    next_starts = resetting | (life_lost & args.reset_on_life_loss)
-    host = np.stack([rewards, dones, truncations, valid & ~forced, next_starts]).astype(np.float32)
-    # One copy fills buf.rewards[t], buf.dones[t], buf.truncations[t], buf.valid[t] and
-    # buf.next_starts[t]: they are views of it.
-    buf.step_data[t, :, group.columns].copy_(torch.from_numpy(host), non_blocking=True)
-    buf.host_next_starts[t, group.columns] = next_starts
-    group.frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
-                           torch.from_numpy(resetting).to(device, non_blocking=True))
-    return list(zip(returns.tolist(), lengths.tolist()))
 
 
 # --- A2C loss, optimiser, learning-rate schedule --------------------------------------------------
@@ -759,11 +721,30 @@ class EnvGroups(list):
             group.envs.close()
 
 
+def receive_step(group: EnvGroup, args: Args, device: torch.device) -> tuple[np.ndarray, np.ndarray, list]:
+    """Take in the step the group's emulators were running: account its games, push its frames. Returns
+    the step as float32 rows: rewards (sign-clipped with --clip-rewards); dones, the episode ended for
+    learning (game over, the frame cap, or a lost life with --episodic-life); truncations, ended by the cap
+    alone, to bootstrap through (with --time-limit-bootstrap); valid, 0 where the action was not the agent's
+    (a reset step ignores it; after a lost life FIRE replaces it). Then the envs whose new frame begins a
+    game, and the (score, length) of each game that ended."""
+    resetting = group.episode_stats.ended.copy()  # these envs started a new game on this step
+    forced = fire_forced(group, args)
+    frames, raw_rewards, terminated, truncated, lives = group.envs.recv()
+    valid, life_lost, returns, lengths = group.episode_stats.update(raw_rewards, terminated, truncated, lives)
+    rewards = np.sign(raw_rewards) if args.clip_rewards else raw_rewards
+    dones = terminated | truncated | (life_lost & args.episodic_life)
+    truncations = truncated & ~terminated & args.time_limit_bootstrap
+    group.frame_stack.push(torch.from_numpy(frames).to(device, non_blocking=True),
+                           torch.from_numpy(resetting).to(device, non_blocking=True))
+    step = np.stack([rewards, dones, truncations, valid & ~forced]).astype(np.float32)
+    return step, resetting, list(zip(returns.tolist(), lengths.tolist()))
+
+
 @contextmanager
 def rollout_threads(envs: EnvGroups, device: torch.device):
     """With two env groups on the CPU, the network steps on one thread, so the other group's
-    emulators have the other cores (without this, the overlap was slower than lockstep on 2 cores);
-    the update gets every thread back."""
+    emulators have the other cores; the update gets every thread back."""
     threads = torch.get_num_threads()
     if len(envs) > 1 and device.type == "cpu":
         torch.set_num_threads(1)
@@ -913,44 +894,34 @@ def first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file renamed into place: `path` is either the old file or the new one."""
+def replace_atomically(path: Path, write) -> None:
+    """write(tmp), then rename tmp to `path`: `path` is the old file or the new one, never part of one."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save(state, tmp)
+        tmp.unlink(missing_ok=True)
+        write(tmp)
         os.replace(tmp, path)
     except Exception as e:  # disk full or no permission: RuntimeError from torch.save, or OSError
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write the checkpoint {str(path)!r} ({first_line(e)}).") from None
 
 
-def point_at(path: Path, name: str) -> None:
-    """Make `name` (latest.pt, best.pt) beside `path` the same file, without writing it again: a hard link
-    renamed into place (atomic), or a copy where the filesystem has no hard links."""
-    latest = path.with_name(name)
-    tmp = path.with_name(name + ".tmp")
+def link_or_copy(source: Path, target: Path) -> None:
     try:
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(path, tmp)
-        except OSError:
-            shutil.copyfile(path, tmp)
-        os.replace(tmp, latest)
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not point {str(latest)!r} at {path.name} ({first_line(e)}).") from None
+        os.link(source, target)  # the same file under a second name, not written twice
+    except OSError:  # a filesystem without hard links
+        shutil.copyfile(source, target)
 
 
 def write_checkpoint(run_dir: Path, state: dict, keep: int = 0, best: bool = False) -> Path:
-    """checkpoints/iter_<NNNNNN>.pt, then latest.pt (and with `best`, best.pt) pointed at it; with
+    """checkpoints/iter_<NNNNNN>.pt, then latest.pt (and with `best`, best.pt) made the same file; with
     keep > 0, only the newest `keep` iter_ files stay (latest.pt and best.pt keep their own links)."""
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"iter_{state['iteration']:06d}.pt"
-    save_checkpoint(path, state)
-    point_at(path, "latest.pt")
-    if best:
-        point_at(path, "best.pt")
+    replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    for name in ["latest.pt", "best.pt"] if best else ["latest.pt"]:
+        replace_atomically(folder / name, lambda tmp: link_or_copy(path, tmp))
     if keep > 0:
         periodic = sorted(folder.glob("iter_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
         for old in periodic[:-keep]:
@@ -1017,17 +988,12 @@ class Processes:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
+    main = property(lambda self: self.rank == 0, doc="rank 0 alone writes the run folder, logs and prints")
 
     @staticmethod
-    def from_environment() -> "Processes":
-        env = os.environ  # torchrun sets these for every process it starts
-        return Processes(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
-                         int(env.get("LOCAL_WORLD_SIZE", 1)))
-
-    @property
-    def main(self) -> bool:
-        """Rank 0 alone writes the run folder, logs and prints."""
-        return self.rank == 0
+    def from_environment() -> "Processes":  # torchrun sets these variables for every process it starts
+        names = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"]
+        return Processes(*(int(os.environ.get(name, default)) for name, default in zip(names, [0, 1, 0, 1])))
 
 
 def join_processes(procs: Processes, args: Args) -> torch.device:
@@ -1045,8 +1011,8 @@ def join_processes(procs: Processes, args: Args) -> torch.device:
             torch.cuda.set_device(device)
         timeout = datetime.timedelta(seconds=args.dist_timeout)
         store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
-        # torchrun keeps its store across restarts: without keys of its own, a restarted process
-        # can read a dead process's address and fail to connect (seen with gloo, 2 restarts in 3).
+        # torchrun keeps its store across restarts: keys of this attempt's own keep a restarted process
+        # from reading a dead process's address.
         store = dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", store)
         dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=world_size,
                                 timeout=timeout, device_id=device if cuda else None)
@@ -1150,11 +1116,12 @@ def provenance(args: Args, procs: Processes) -> dict:
     """What produces this run: this file's own bytes (sha256), the git commit around it (if any), the
     command, Python and package versions, the OS, and every process's machine (a collective)."""
     script = Path(__file__).resolve()
+    def git_says(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=script.parent, capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+
     try:
-        git = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=script.parent, capture_output=True,
-                                        text=True, check=True, timeout=10).stdout.strip()}
-        git["dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=script.parent,
-                                           capture_output=True, text=True, check=True, timeout=10).stdout.strip())
+        git = {"commit": git_says("rev-parse", "HEAD"), "dirty": bool(git_says("status", "--porcelain", "-uno"))}
     except (OSError, subprocess.SubprocessError):
         git = None  # not a git checkout, or no git: the hash alone names the code
     versions = {}
@@ -1208,58 +1175,25 @@ def seed_everything(args: Args) -> None:
 
 
 def keep_freed_memory() -> None:
-    """Let glibc reuse freed blocks of up to 32 MiB instead of handing them back to the OS.
-
-    By default a minibatch's large activations are mmap'ed and unmapped again, so each CPU update
-    step page-faults ~50 MB back in (about 12,000 faults, 12-20% of the update's time here).
-    """
+    """Let glibc keep freed blocks of up to 32 MiB instead of unmapping them, so that each CPU update step
+    does not page-fault a minibatch's activations back in."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return  # not glibc (macOS, musl): nothing to tune
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
-    libc.mallopt(m_trim_threshold, 1 << 30)
-
-
-def open_writer(run_dir: Path, args: Args, resume: Optional[dict]) -> SummaryWriter:
-    # On resume, TensorBoard hides what the first run logged after the checkpoint.
-    writer = SummaryWriter(str(run_dir), purge_step=resume["global_step"] + 1 if resume else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-        f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
-    return writer
-
-
-class StopOnSignal:
-    """Within `with`, SIGINT/SIGTERM only set `.signal`: the loop saves a checkpoint and stops."""
-
-    def __init__(self):
-        self.signal, self.previous = None, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self.request)
-        return self
-
-    def request(self, signum, _frame):
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD, at glibc's largest allowed value
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
 
 
 def progress_line(global_step: int, total: int, sps: float, elapsed: float, recent_returns: list) -> str:
-    eta = (total - global_step) / max(sps, 1e-9)
+    def hms(seconds: float) -> str:
+        seconds = int(max(seconds, 0))
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
     mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
-    return (f"step {global_step:,}/{total:,} | SPS {sps:,.0f} | elapsed {format_duration(elapsed)} | "
-            f"ETA {format_duration(eta)} | return {mean_return} (last {len(recent_returns)} games)")
+    eta = hms((total - global_step) / max(sps, 1e-9))
+    return (f"step {global_step:,}/{total:,} | SPS {sps:,.0f} | elapsed {hms(elapsed)} | ETA {eta} | "
+            f"return {mean_return} (last {len(recent_returns)} games)")
 
 
 def evaluation_due(global_step: int, batch_size: int, eval_every: int) -> bool:
@@ -1268,9 +1202,9 @@ def evaluation_due(global_step: int, batch_size: int, eval_every: int) -> bool:
 
 
 class Tracking:
-    """Weights & Biases as CleanRL's --track: the W&B run mirrors the TensorBoard scalars
-    (sync_tensorboard), holds the run's args as its config and gets the evaluation videos; a resumed
-    run continues the same W&B run. Any W&B failure is one warning line: training goes on."""
+    """Weights & Biases as CleanRL's --track: the W&B run mirrors the TensorBoard scalars, holds the args
+    as its config and gets the evaluation videos; a resume continues the same W&B run. Any W&B failure
+    is one warning line: training goes on."""
 
     def __init__(self, args: Args, run_dir: Path, resume: Optional[dict]):
         self.run = None
@@ -1278,35 +1212,27 @@ class Tracking:
             import wandb  # only with --track
 
             self.wandb = wandb
-            run_id = (resume or {}).get("wandb_id")  # None: W&B picks one, which the checkpoints keep
             self.run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_dir.name,
-                                  id=run_id, resume="allow", config=dataclasses.asdict(args),
+                                  id=(resume or {}).get("wandb_id"), resume="allow", config=dataclasses.asdict(args),
                                   sync_tensorboard=True, dir=str(run_dir))
         except Exception as e:
             warn(f"W&B tracking could not start ({first_line(e)}); going on with TensorBoard alone.")
 
-    def log_video(self, path: Path) -> None:
+    def call(self, what: str, action) -> None:
         try:
             if self.run is not None:
-                self.run.log({"eval/video": self.wandb.Video(str(path), format="mp4")}, commit=False)
+                action()
         except Exception as e:
-            warn(f"W&B could not take the video {str(path)!r} ({first_line(e)}).")
-
-    def finish(self) -> None:
-        try:
-            if self.run is not None:
-                self.run.finish()
-        except Exception as e:
-            warn(f"W&B could not finish the run ({first_line(e)}).")
+            warn(f"W&B could not {what} ({first_line(e)}).")
 
 
 GATHER_EVERY = 8  # under torchrun: iterations between agreements on the finished games and the stop flag
 
 
 class RunLog:
-    """The run around the learning loop: `with RunLog(...) as run:` writes args.json, opens TensorBoard
-    (and W&B with --track) on rank 0 and turns SIGINT/SIGTERM into a request to stop. The loop calls
-    log_iteration(), evaluate() and save_checkpoint() when due, and finish() at the end."""
+    """The run around the learning loop: `with RunLog(...) as run:` writes args.json and provenance.json,
+    opens TensorBoard (and W&B with --track) on rank 0 and turns SIGINT/SIGTERM into a request to stop.
+    The loop calls log_iteration(), evaluate() and save_checkpoint() when due, and finish() at the end."""
 
     def __init__(self, args: Args, run_dir: Path, resume: Optional[dict], agent: nn.Module,
                  optimizer: torch.optim.Optimizer, num_actions: int, evaluate, procs: Processes = Processes()):
@@ -1317,11 +1243,11 @@ class RunLog:
         self.start_step = 0 if resume is None else resume["global_step"]
         self.recent_returns: list[float] = []  # the last 100 games' scores
         self.pending: list[tuple[float, int]] = []  # this process's finished games not yet gathered
-        self.episodes, self.checkpoint, self.saved_iteration, self.signal = 0, None, None, StopOnSignal()
+        self.episodes, self.checkpoint, self.saved_iteration = 0, None, None
         self.last_eval: Optional[tuple[int, np.ndarray]] = None  # (global step, scores), on rank 0
         self.last_eval_step: Optional[int] = None  # the same step on every process
         self.best_eval = None if resume is None else resume.get("best_eval")  # the best evaluation's figures
-        self.stopped = False  # by a signal to any process
+        self.signal, self.stopped, self.handlers = None, False, {}  # stopped: by a signal to any process
 
     def __enter__(self) -> "RunLog":
         self.tracking, self.writer = None, None  # rank 0 alone writes the run folder
@@ -1331,20 +1257,26 @@ class RunLog:
             (self.run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(self.args), indent=2))
             self.provenance = record_provenance(self.run_dir, self.provenance)
             self.tracking = Tracking(self.args, self.run_dir, self.resume) if self.args.track else None  # first
-            self.writer = open_writer(self.run_dir, self.args, self.resume)
+            # On resume, TensorBoard hides what the first run logged after the checkpoint.
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.start_step + 1 if self.resume else None)
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+                f"|{k}|{v}|" for k, v in dataclasses.asdict(self.args).items()))
             self.writer.add_text("provenance", f"```\n{json.dumps(self.provenance, indent=2)}\n```")
-        self.signal.__enter__()
+        if threading.current_thread() is threading.main_thread():  # the only thread that can catch signals
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.handlers[sig] = signal.signal(sig, lambda signum, _frame: setattr(self, "signal", signum))
         self.start_time = self.last_print = time.time()
         self.window = (self.start_time, self.start_step)  # (time, step) of the last progress line
         self.warm = None  # (time, step) at the end of the second iteration: compilation, autotuning are behind
         return self
 
     def __exit__(self, *exc) -> None:
-        self.signal.__exit__(*exc)
+        for sig, handler in self.handlers.items():
+            signal.signal(sig, handler)
         if self.writer is not None:
             self.writer.close()
         if self.tracking is not None:
-            self.tracking.finish()
+            self.tracking.call("finish the run", lambda: self.tracking.run.finish())
 
     def sps(self, global_step: int, since: Optional[tuple[float, int]] = None) -> float:
         """Agent steps per second since the run's start (or `since`, a (time, step) pair)."""
@@ -1357,11 +1289,9 @@ class RunLog:
         GATHER_EVERY iterations and at the last), writes them and the figures to TensorBoard and prints
         a progress line every --log-interval seconds."""
         self.pending += games
+        games = []
         if self.procs.world_size == 1 or iteration % GATHER_EVERY == 0 or iteration == self.num_iterations:
-            games = [game for share in all_gather(self.pending, self.procs) for game in share]
-            self.pending = []
-        else:
-            games = []
+            games, self.pending = [game for share in all_gather(self.pending, self.procs) for game in share], []
         if not self.procs.main:
             return
         for score, length in games:
@@ -1369,15 +1299,14 @@ class RunLog:
             self.writer.add_scalar("charts/episodic_length", length, global_step)
         self.episodes += len(games)
         self.recent_returns = (self.recent_returns + [score for score, _ in games])[-100:]
-        self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
-        for name, value in figures.items():
-            self.writer.add_scalar(f"losses/{name}", value, global_step)
-        self.writer.add_scalar("charts/SPS", self.sps(global_step), global_step)
+        for name, value in {"charts/learning_rate": learning_rate, **{f"losses/{k}": v for k, v in figures.items()},
+                            "charts/SPS": self.sps(global_step)}.items():
+            self.writer.add_scalar(name, value, global_step)
         now = time.time()
         if iteration == self.first_iteration + 1:
             self.warm = (now, global_step)
         if now - self.last_print >= self.args.log_interval or iteration == self.num_iterations:
-            recent_sps = (global_step - self.window[1]) / max(now - self.window[0], 1e-9)  # not the start-up's
+            recent_sps = self.sps(global_step, self.window)  # the last window's, not the start-up's
             self.last_print, self.window = now, (now, global_step)
             print(progress_line(global_step, self.args.total_timesteps, recent_sps, now - self.start_time,
                                 self.recent_returns), flush=True)
@@ -1389,12 +1318,12 @@ class RunLog:
         if self.procs.world_size > 1:
             if iteration % GATHER_EVERY and iteration != self.num_iterations:
                 return False
-            flag = torch.tensor(float(self.signal.signal is not None), device=next(self.agent.parameters()).device)
+            flag = torch.tensor(float(self.signal is not None), device=next(self.agent.parameters()).device)
             self.stopped = bool(sum_over_processes(flag).item())
         else:
-            self.stopped = self.signal.signal is not None
+            self.stopped = self.signal is not None
         if self.stopped and self.procs.main:
-            print(f"signal {self.signal.signal or '(to another process)'} received: saving a checkpoint and stopping",
+            print(f"signal {self.signal or '(to another process)'} received: saving a checkpoint and stopping",
                   flush=True)
         return self.stopped
 
@@ -1413,7 +1342,8 @@ class RunLog:
         self.writer.add_scalar("eval/return_mean", scores.mean(), global_step)
         self.writer.add_scalar("eval/return_std", scores.std(), global_step)
         if video is not None and video.exists() and self.tracking is not None:
-            self.tracking.log_video(video)
+            self.tracking.call(f"take the video {str(video)!r}", lambda: self.tracking.run.log(
+                {"eval/video": self.tracking.wandb.Video(str(video), format="mp4")}, commit=False))
         self.last_eval = (global_step, scores)
         improved = self.best_eval is None or scores.mean() > self.best_eval["mean"]
         if improved:
@@ -1475,9 +1405,7 @@ def main() -> None:
     if distributed:  # a finished run under torchrun: everything is written and closed
         sys.stdout.flush()
         sys.stderr.flush()
-        # gloo's threads can abort the interpreter's teardown (SIGABRT after a finished run, seen
-        # about once in 30 runs here, pytorch/pytorch#179291), so skip the teardown.
-        os._exit(0)
+        os._exit(0)  # skip the teardown, which gloo's threads can abort (pytorch/pytorch#179291)
 
 
 if __name__ == "__main__":
