@@ -113,8 +113,8 @@ class Args:
     wandb_entity: Optional[str] = None  # W&B team or user of the run (default: yours)
 
 
-def check_args(args: Args) -> None:
-    check_common_args(args)
+def check_args(args: Args, world_size: int = 1) -> None:
+    check_common_args(args, world_size)
     for name in ["num_minibatches", "update_epochs"]:
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
@@ -123,7 +123,6 @@ def check_args(args: Args) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}.")
     if args.target_kl is not None and args.target_kl <= 0:
         raise UsageError(f"--target-kl must be positive when given, got {args.target_kl}.")
-    world_size = Processes.from_environment().world_size
     local_batch = args.num_envs // world_size * args.num_steps
     if local_batch % args.num_minibatches != 0:
         per_process = f" per process ({world_size} processes)" if world_size > 1 else ""
@@ -358,9 +357,9 @@ def learning_rate_at(iteration: int, num_iterations: int, args: Args) -> float:
 
 
 def train(args: Args) -> dict:
-    check_args(args)
+    procs = Processes.from_environment()  # one process, or one of those torchrun started (its variables say)
+    check_args(args, procs.world_size)
     backend = resolve_backend(args.env_backend)
-    procs = Processes.from_environment()  # one process, or one of those torchrun started
     device = join_processes(procs, args)
     resume, run_dir = prepare_run(args, procs)
     seed_everything(args)
@@ -442,8 +441,8 @@ class UsageError(Exception):
     """Bad flags or inputs, reported as one sentence before any env or model is built."""
 
 
-def check_common_args(args: Args) -> None:
-    """Checks of the flags every script shares; each failure is one sentence."""
+def check_common_args(args: Args, world_size: int) -> None:
+    """Checks of the flags every script shares (the game against ale-py's ROM list); each failure is one sentence."""
     for name in ["num_envs", "num_steps", "total_timesteps", "frame_skip", "frame_stack",
                  "max_episode_frames", "learning_rate", "log_interval", "dist_timeout"]:
         if not getattr(args, name) > 0:
@@ -461,7 +460,6 @@ def check_common_args(args: Args) -> None:
         raise UsageError(f"--total-timesteps ({args.total_timesteps}) must be at least one rollout, "
                          f"--num-envs x --num-steps ({args.num_envs * args.num_steps}).")
     atari_game(args.env_id)  # an unknown game fails here, before anything is built
-    world_size = Processes.from_environment().world_size
     if args.num_envs % world_size != 0:
         raise UsageError(f"--num-envs ({args.num_envs}) is the total over all processes, so it must be "
                          f"divisible by their number ({world_size}).")
@@ -514,7 +512,6 @@ class AtariEnvs:
                  max_episode_frames: int = 108_000, num_threads: int = 0, full_frames: bool = False):
         # full_frames: the 210x160 RGB screen instead of the network's input (for videos)
         self.backend, self.num_envs, self.seed, self.full_frames = backend, num_envs, seed, full_frames
-        self.game, self.full_action_space = game, full_action_space
         height, width = (210, 160) if full_frames else (84, 84)
         if backend == "envpool":
             import envpool
@@ -541,17 +538,7 @@ class AtariEnvs:
                 use_fire_reset=True, repeat_action_probability=sticky_actions,
                 full_action_space=full_action_space, max_num_frames_per_episode=max_episode_frames)
         self.num_actions = int(self.envs.single_action_space.n)
-
-    @functools.cached_property
-    def fire_action(self) -> Optional[int]:
-        """Index of FIRE in the action set, or None; both backends press it when a game starts."""
-        from ale_py import Action, ALEInterface, LoggerMode, roms
-
-        ALEInterface.setLoggerMode(LoggerMode.Error)
-        ale = ALEInterface()
-        ale.loadROM(roms.get_rom_path(self.game))
-        actions = list(ale.getLegalActionSet() if self.full_action_space else ale.getMinimalActionSet())
-        return actions.index(Action.FIRE) if Action.FIRE in actions else None
+        self.fire_action = fire_action_index(game, full_action_space)
 
     def frames(self, obs: np.ndarray) -> np.ndarray:
         if self.full_frames and self.backend == "envpool":
@@ -578,6 +565,18 @@ class AtariEnvs:
 
     def close(self) -> None:
         self.envs.close()
+
+
+def fire_action_index(game: str, full_action_space: bool) -> Optional[int]:
+    """Index of FIRE in the game's action set, or None, read by loading its ROM into a bare emulator (with
+    ALE's global logger set to errors only); both backends press FIRE when a game starts."""
+    from ale_py import Action, ALEInterface, LoggerMode, roms
+
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.loadROM(roms.get_rom_path(game))
+    actions = list(ale.getLegalActionSet() if full_action_space else ale.getMinimalActionSet())
+    return actions.index(Action.FIRE) if Action.FIRE in actions else None
 
 
 def make_envs(args: Args, backend: str, seed: int, num_envs: int, full_frames: bool = False) -> AtariEnvs:
