@@ -106,8 +106,9 @@ def load(path: str) -> tuple[dict, object, Path]:
     except Exception as e:
         text = str(e)
         if "Weights only load failed" in text and ("GLOBAL" in text or "Unsupported" in text):
-            raise SampleError(f"{str(p)!r} holds pickled objects that could run code; refused without loading them.") \
-                from None
+            raise SampleError(
+                f"{str(p)!r} holds pickled objects that could run code; refused without loading them."
+            ) from None
         reason = text.strip().splitlines()[0][:160] if text.strip() else type(e).__name__
         raise SampleError(f"{str(p)!r} is not a loadable checkpoint ({reason}).") from None
     if not isinstance(state, dict) or not {"script", "args", "model", "num_actions"} <= state.keys():
@@ -129,8 +130,12 @@ def check_script(state: dict, module) -> None:
     elif trained_with == here:
         print(f"{state['script']}.py sha256 {here[:12]}, the script that trained this checkpoint", flush=True)
     else:
-        print(f"warning: the checkpoint was trained by {state['script']}.py sha256 {trained_with[:12]}, but the one "
-              f"here is {here[:12]}: it plays with this file's code", file=sys.stderr, flush=True)
+        print(
+            f"warning: the checkpoint was trained by {state['script']}.py sha256 {trained_with[:12]}, but the one "
+            f"here is {here[:12]}: it plays with this file's code",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def write_frames(folder: Path, frames: list) -> None:
@@ -184,16 +189,26 @@ def play(args: Args) -> dict:
     if args.hub_folder is not None and args.save_video is None:  # the card's video: game 1's
         args = dataclasses.replace(args, save_video=str(Path(args.hub_folder) / "videos"))
     num_envs = min(args.num_envs, args.episodes)
-    env_kwargs = dict(frame_skip=saved["frame_skip"], noop_max=args.noop_max, sticky_actions=args.sticky_actions,
-                      full_action_space=saved["full_action_space"], max_episode_frames=args.max_episode_frames)
+    env_kwargs = dict(
+        frame_skip=saved["frame_skip"],
+        noop_max=args.noop_max,
+        sticky_actions=args.sticky_actions,
+        full_action_space=saved["full_action_space"],
+        max_episode_frames=args.max_episode_frames,
+    )
     envs = module.AtariEnvs(game, backend, num_envs, args.seed, **env_kwargs)
     # A twin emulator, same seed and actions, renders the full-colour screen for videos and frames.
-    screens = module.AtariEnvs(game, backend, num_envs, args.seed, full_frames=True, **env_kwargs) \
-        if args.save_video or args.save_frames else None
+    screens = (
+        module.AtariEnvs(game, backend, num_envs, args.seed, full_frames=True, **env_kwargs)
+        if args.save_video or args.save_frames
+        else None
+    )
     try:
         if envs.num_actions != state["num_actions"]:
-            raise SampleError(f"{env_id} has {envs.num_actions} actions but the agent was trained with "
-                              f"{state['num_actions']} ({saved['env_id']}).")
+            raise SampleError(
+                f"{env_id} has {envs.num_actions} actions but the agent was trained with "
+                f"{state['num_actions']} ({saved['env_id']})."
+            )
         extra = {"lstm_hidden_size": saved["lstm_hidden_size"]} if "lstm_hidden_size" in saved else {}
         agent = module.Agent(state["num_actions"], saved["frame_stack"], **extra).to(device)
         agent = agent.to(memory_format=torch.channels_last)  # as training holds it: faster convolutions
@@ -206,14 +221,26 @@ def play(args: Args) -> dict:
             screens.close()
 
     returns = np.array([e["return"] for e in result])
-    summary = {"checkpoint": str(path), "script": state["script"], "env_id": env_id,
-               "trained_steps": state.get("global_step"), "greedy": args.greedy,
-               "sticky_actions": args.sticky_actions, "seed": args.seed, "episodes": result,
-               "mean_return": float(returns.mean()), "std_return": float(returns.std()),
-               "min_return": float(returns.min()), "max_return": float(returns.max()),
-               "mean_length": float(np.mean([e["length"] for e in result]))}
-    print(f"{len(returns)} games of {env_id}: mean {summary['mean_return']:.1f} +- {summary['std_return']:.1f}, "
-          f"min {summary['min_return']:.1f}, max {summary['max_return']:.1f}", flush=True)
+    summary = {
+        "checkpoint": str(path),
+        "script": state["script"],
+        "env_id": env_id,
+        "trained_steps": state.get("global_step"),
+        "greedy": args.greedy,
+        "sticky_actions": args.sticky_actions,
+        "seed": args.seed,
+        "episodes": result,
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "min_return": float(returns.min()),
+        "max_return": float(returns.max()),
+        "mean_length": float(np.mean([e["length"] for e in result])),
+    }
+    print(
+        f"{len(returns)} games of {env_id}: mean {summary['mean_return']:.1f} +- {summary['std_return']:.1f}, "
+        f"min {summary['min_return']:.1f}, max {summary['max_return']:.1f}",
+        flush=True,
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2))
@@ -226,18 +253,26 @@ def play(args: Args) -> dict:
             api = hub_client()
             try:
                 api.create_repo(args.push_to_hub, exist_ok=True)
-                url = api.upload_folder(folder_path=args.hub_folder, repo_id=args.push_to_hub,
-                                        commit_message=f"{state['script']} on {env_id}: {len(returns)} games")
+                url = api.upload_folder(
+                    folder_path=args.hub_folder,
+                    repo_id=args.push_to_hub,
+                    commit_message=f"{state['script']} on {env_id}: {len(returns)} games",
+                )
             except Exception as e:  # network, permission, quota: the folder stays, the error is one sentence
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                raise SampleError(f"could not upload {args.hub_folder!r} to {args.push_to_hub} ({reason}); "
-                                  "the folder is complete and can be uploaded again.") from None
+                raise SampleError(
+                    f"could not upload {args.hub_folder!r} to {args.push_to_hub} ({reason}); "
+                    "the folder is complete and can be uploaded again."
+                ) from None
             print(f"uploaded {args.hub_folder} to {url}", flush=True)
     return summary
 
 
-ALGORITHMS = {"ppo_atari": ("PPO", "ppo"), "a2c_atari": ("A2C", "a2c"),
-              "a2c_lstm_atari": ("A2C with an LSTM", "a2c-lstm")}
+ALGORITHMS = {
+    "ppo_atari": ("PPO", "ppo"),
+    "a2c_atari": ("A2C", "a2c"),
+    "a2c_lstm_atari": ("A2C with an LSTM", "a2c-lstm"),
+}
 
 
 def command_line(module, saved: dict) -> str:
@@ -271,10 +306,12 @@ def write_hub_folder(folder: Path, args: Args, module, state: dict, path: Path, 
     name, tag = ALGORITHMS[script]
     mean, std, games = summary["mean_return"], summary["std_return"], len(summary["episodes"])
     steps = state.get("global_step", 0)
-    protocol = (f"{games} whole games (no episodic life, raw scores, up to {args.noop_max} random no-ops first), "
-                f"{'greedy' if args.greedy else 'sampled'} actions, sticky actions "
-                f"{args.sticky_actions if args.sticky_actions else 'off'}, at most {args.max_episode_frames:,} frames "
-                f"a game, seed {args.seed}")
+    protocol = (
+        f"{games} whole games (no episodic life, raw scores, up to {args.noop_max} random no-ops first), "
+        f"{'greedy' if args.greedy else 'sampled'} actions, sticky actions "
+        f"{args.sticky_actions if args.sticky_actions else 'off'}, at most {args.max_episode_frames:,} frames "
+        f"a game, seed {args.seed}"
+    )
     card = f"""---
 library_name: pytorch
 tags:
@@ -363,8 +400,14 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
         for i, score, length in zip(np.flatnonzero(stats.ended), returns, lengths):
             if played[i] < quota[i]:
                 k = len(episodes)
-                episodes.append({"return": float(score), "length": int(length), "env": int(i),
-                                 "truncated": bool(truncated[i] and not terminated[i])})
+                episodes.append(
+                    {
+                        "return": float(score),
+                        "length": int(length),
+                        "env": int(i),
+                        "truncated": bool(truncated[i] and not terminated[i]),
+                    }
+                )
                 saved_to = []
                 if args.save_video:
                     Path(args.save_video).mkdir(parents=True, exist_ok=True)
@@ -377,8 +420,11 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
                     write_frames(folder, screen_frames[i])
                     episodes[-1]["frames"] = str(folder)
                     saved_to.append(str(folder))
-                print(f"game {k + 1}/{args.episodes}: score {score:.1f}, {length} steps"
-                      f"{' -> ' + ', '.join(saved_to) if saved_to else ''} ({time.time() - start:.0f}s)", flush=True)
+                print(
+                    f"game {k + 1}/{args.episodes}: score {score:.1f}, {length} steps"
+                    f"{' -> ' + ', '.join(saved_to) if saved_to else ''} ({time.time() - start:.0f}s)",
+                    flush=True,
+                )
             played[i] += 1
         frame_stack.push(torch.from_numpy(frames).to(device), torch.from_numpy(resetting).to(device))
         if recurrent:  # zero the LSTM state where an episode starts, as in training

@@ -122,7 +122,7 @@ def run(code: str, cwd: str, torchrun: int = 0, timeout: float = 300) -> tuple[d
         output = proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
         output = f"timed out after {timeout:.0f}s\n{e.stdout or ''}{e.stderr or ''}"
-    lines = [line[len("RESULT "):] for line in output.splitlines() if line.startswith("RESULT ")]
+    lines = [line[len("RESULT ") :] for line in output.splitlines() if line.startswith("RESULT ")]
     result = None
     if lines:
         try:
@@ -134,8 +134,10 @@ def run(code: str, cwd: str, torchrun: int = 0, timeout: float = 300) -> tuple[d
 
 def main(args: Args) -> list[dict]:
     if not torch.cuda.is_available() and not args.cpu_rehearsal:
-        print("device_check.py needs a CUDA GPU (none is visible here); nothing was run. "
-              "--cpu-rehearsal runs the same steps on the CPU.")
+        print(
+            "device_check.py needs a CUDA GPU (none is visible here); nothing was run. "
+            "--cpu-rehearsal runs the same steps on the CPU."
+        )
         return []
     tmp = tempfile.mkdtemp(prefix="device_check_")
     common = ["--runs-dir", tmp, "--eval-every", "0", "--log-interval", "1000000", "--checkpoint-every", "0"]
@@ -162,29 +164,50 @@ def main(args: Args) -> list[dict]:
     for script in SCRIPTS:
         num_envs, num_steps = sizes[script]
         size = ["--num-envs", str(num_envs), "--num-steps", str(num_steps)]
-        for what, flags in [("defaults", []), ("--compile", ["--compile"]), ("--autocast bf16", ["--autocast", "bf16"]),
-                            ("--no-overlap", ["--no-overlap"])]:
+        for what, flags in [
+            ("defaults", []),
+            ("--compile", ["--compile"]),
+            ("--autocast bf16", ["--autocast", "bf16"]),
+            ("--no-overlap", ["--no-overlap"]),
+        ]:
             train_row(script, what, size + flags, num_envs, num_steps)
     num_steps = sizes["ppo_atari"][1]
     for num_envs in (8, 32, 128) if not args.cpu_rehearsal else (2, 8):
-        train_row("ppo_atari", f"{num_envs} envs", ["--num-envs", str(num_envs), "--num-steps", str(num_steps)],
-                  num_envs, num_steps)
+        train_row(
+            "ppo_atari",
+            f"{num_envs} envs",
+            ["--num-envs", str(num_envs), "--num-steps", str(num_steps)],
+            num_envs,
+            num_steps,
+        )
 
     if not args.cpu_rehearsal:
         result, output, seconds = run(NCCL.format(root=str(ROOT)), tmp, torchrun=1, timeout=180)
         last_line = (output.strip().splitlines() or ["?"])[-1][:200]
-        rows.append({"what": "NCCL under torchrun, 1 process: init with device_id, gradient all-reduce",
-                     "seconds": round(seconds, 1), "result": result or last_line})
+        rows.append(
+            {
+                "what": "NCCL under torchrun, 1 process: init with device_id, gradient all-reduce",
+                "seconds": round(seconds, 1),
+                "result": result or last_line,
+            }
+        )
         checkpoint = next((r["checkpoint"] for r in rows if r.get("checkpoint") and "defaults" in r["what"]), None)
         if checkpoint:
             result, output, seconds = run(RNG.format(root=str(ROOT), checkpoint=checkpoint), tmp, timeout=120)
-            rows.append({"what": "resume: the CUDA random state restored from the checkpoint",
-                         "seconds": round(seconds, 1), "result": result or (output.strip().splitlines() or ["?"])[-1]})
+            rows.append(
+                {
+                    "what": "resume: the CUDA random state restored from the checkpoint",
+                    "seconds": round(seconds, 1),
+                    "result": result or (output.strip().splitlines() or ["?"])[-1],
+                }
+            )
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.cpu_rehearsal else "CPU rehearsal"
     backend = "envpool" if __import__("importlib").util.find_spec("envpool") else "ale"
-    print(f"\n{device}, torch {torch.__version__}, {backend} backend, {time.strftime('%Y-%m-%d')}, "
-          f"{args.iterations} iterations per row (SPS after the first 2)\n")
+    print(
+        f"\n{device}, torch {torch.__version__}, {backend} backend, {time.strftime('%Y-%m-%d')}, "
+        f"{args.iterations} iterations per row (SPS after the first 2)\n"
+    )
     print("| what | SPS | peak GPU GiB | syncs / iteration | result | s |")
     print("|---|---|---|---|---|---|")
     for r in rows:

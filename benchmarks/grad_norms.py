@@ -43,31 +43,41 @@ def summarise(run_dir: str, phases: list[int], max_grad_norm: float) -> list[dic
     steps = np.array([e.step for e in series["conv"]])
     norms = {part: np.array([e.value for e in events]) for part, events in series.items()}
     entropy = {e.step: e.value for e in acc.Scalars("losses/entropy")}
-    whole = np.sqrt(sum(v ** 2 for v in norms.values()))
+    whole = np.sqrt(sum(v**2 for v in norms.values()))
     rows = []
     for low, high in zip(phases, phases[1:]):
         inside = (steps >= low) & (steps < high)
         if not inside.any():
             continue
-        rows.append({"run": "/".join(Path(run_dir).resolve().parts[-2:]), "from": low, "to": high,
-                     "updates": int(inside.sum()),
-                     **{part: float(np.median(norms[part][inside])) for part in PARTS},
-                     "whole": float(np.median(whole[inside])),
-                     "clipped": float((whole[inside] > max_grad_norm).mean()),
-                     "actor_over_critic": float(np.median(norms["actor"][inside] / norms["critic"][inside])),
-                     "entropy": float(np.mean([entropy[s] for s in steps[inside] if s in entropy]))})
+        rows.append(
+            {
+                "run": "/".join(Path(run_dir).resolve().parts[-2:]),
+                "from": low,
+                "to": high,
+                "updates": int(inside.sum()),
+                **{part: float(np.median(norms[part][inside])) for part in PARTS},
+                "whole": float(np.median(whole[inside])),
+                "clipped": float((whole[inside] > max_grad_norm).mean()),
+                "actor_over_critic": float(np.median(norms["actor"][inside] / norms["critic"][inside])),
+                "entropy": float(np.mean([entropy[s] for s in steps[inside] if s in entropy])),
+            }
+        )
     return rows
 
 
 def main(args: Args) -> list[dict]:
     rows = [row for run in args.runs for row in summarise(run, args.phases, args.max_grad_norm)]
-    print("| run | steps | updates | conv | LSTM | policy head | value head | whole | clipped | policy/value head "
-          "| entropy |")
+    print(
+        "| run | steps | updates | conv | LSTM | policy head | value head | whole | clipped | policy/value head "
+        "| entropy |"
+    )
     print("|---" * 11 + "|")
     for r in rows:
-        print(f"| {r['run']} | {r['from'] / 1e6:g}-{r['to'] / 1e6:g}M | {r['updates']:,} | {r['conv']:.4f} | "
-              f"{r['lstm']:.4f} | {r['actor']:.4f} | {r['critic']:.4f} | {r['whole']:.3f} | {r['clipped']:.1%} | "
-              f"{r['actor_over_critic']:.2f} | {r['entropy']:.3f} |")
+        print(
+            f"| {r['run']} | {r['from'] / 1e6:g}-{r['to'] / 1e6:g}M | {r['updates']:,} | {r['conv']:.4f} | "
+            f"{r['lstm']:.4f} | {r['actor']:.4f} | {r['critic']:.4f} | {r['whole']:.3f} | {r['clipped']:.1%} | "
+            f"{r['actor_over_critic']:.2f} | {r['entropy']:.3f} |"
+        )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))
     return rows

@@ -82,8 +82,14 @@ def main(args: Args) -> dict:
         sys.exit(f"error: {state['path']!r} was written by {state['script']}.py, not a2c_lstm_atari.py.")
     if args.episodes < 2:
         sys.exit("error: --episodes must be at least 2.")
-    results = {"checkpoint": state["path"], "global_step": state["global_step"], "episodes": args.episodes,
-               "seed": args.seed, "greedy": state["args"].get("eval_greedy", False), "modes": {}}
+    results = {
+        "checkpoint": state["path"],
+        "global_step": state["global_step"],
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "greedy": state["args"].get("eval_greedy", False),
+        "modes": {},
+    }
     for mode in args.modes:
         scores = play(module, state, mode, args.episodes, args.seed, args.env_backend)
         results["modes"][mode] = {"mean": float(scores.mean()), "std": float(scores.std()), "scores": scores.tolist()}

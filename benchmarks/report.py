@@ -34,8 +34,12 @@ import tyro
 
 HERE = Path(__file__).resolve().parent
 # Which published references (by their "algorithm" field) a script's curve is drawn against.
-FAMILIES = {"ppo_atari": ("ppo",), "a2c_atari": ("a2c",), "a2c_lstm_atari": ("a2c", "ppo-lstm"),
-            "cleanrl_ppo_atari_envpool": ("ppo",)}
+FAMILIES = {
+    "ppo_atari": ("ppo",),
+    "a2c_atari": ("a2c",),
+    "a2c_lstm_atari": ("a2c", "ppo-lstm"),
+    "cleanrl_ppo_atari_envpool": ("ppo",),
+}
 
 
 @dataclass
@@ -61,8 +65,12 @@ def read_run(run_dir: Path) -> Optional[dict]:
         meta = json.loads((run_dir / "benchmark.json").read_text())
     elif (run_dir / "args.json").is_file():
         saved = json.loads((run_dir / "args.json").read_text())
-        meta = {"script": saved.get("exp_name"), "env_id": saved.get("env_id"), "seed": saved.get("seed"),
-                "total_timesteps": saved.get("total_timesteps")}
+        meta = {
+            "script": saved.get("exp_name"),
+            "env_id": saved.get("env_id"),
+            "seed": saved.get("seed"),
+            "total_timesteps": saved.get("total_timesteps"),
+        }
     else:
         return None
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
@@ -73,14 +81,22 @@ def read_run(run_dir: Path) -> Optional[dict]:
     returns = acc.Scalars("charts/episodic_return")
     sps = acc.Scalars("charts/SPS") if "charts/SPS" in tags else []
     all_events = [e for tag in tags for e in acc.Scalars(tag)]
-    machines = [f"{m['cpu']} ({m['cores']} cores)" + "".join(f", {g}" for g in m["gpus"])
-                for m in provenance.get("machines", [])]
-    return {**meta, "run": run_dir.name, "code": (provenance.get("script_sha256") or "")[:8] or None,
-            "torch": provenance.get("packages", {}).get("torch"), "machines": machines,
-            "steps": np.array([e.step for e in returns]), "returns": np.array([e.value for e in returns]),
-            "last_step": max(e.step for e in all_events),
-            "sps": sps[-1].value if sps else float("nan"),
-            "wall_s": max(e.wall_time for e in all_events) - min(e.wall_time for e in all_events)}
+    machines = [
+        f"{m['cpu']} ({m['cores']} cores)" + "".join(f", {g}" for g in m["gpus"])
+        for m in provenance.get("machines", [])
+    ]
+    return {
+        **meta,
+        "run": run_dir.name,
+        "code": (provenance.get("script_sha256") or "")[:8] or None,
+        "torch": provenance.get("packages", {}).get("torch"),
+        "machines": machines,
+        "steps": np.array([e.step for e in returns]),
+        "returns": np.array([e.value for e in returns]),
+        "last_step": max(e.step for e in all_events),
+        "sps": sps[-1].value if sps else float("nan"),
+        "wall_s": max(e.wall_time for e in all_events) - min(e.wall_time for e in all_events),
+    }
 
 
 def iqm(values) -> float:
@@ -88,7 +104,7 @@ def iqm(values) -> float:
     scipy.stats.trim_mean(x, 0.25) and rliable compute it)."""
     x = np.sort(np.asarray(values, dtype=float))
     cut = int(0.25 * len(x))
-    return float(x[cut:len(x) - cut].mean())
+    return float(x[cut : len(x) - cut].mean())
 
 
 def bootstrap_interval(finals_by_game: list, repetitions: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -96,8 +112,9 @@ def bootstrap_interval(finals_by_game: list, repetitions: int = 2000, seed: int 
     the IQM of the pooled resample, its 2.5th and 97.5th percentiles (rliable's percentile method)."""
     rng = np.random.default_rng(seed)
     finals_by_game = [np.asarray(f, dtype=float) for f in finals_by_game]
-    stats = [iqm(np.concatenate([f[rng.integers(0, len(f), len(f))] for f in finals_by_game]))
-             for _ in range(repetitions)]
+    stats = [
+        iqm(np.concatenate([f[rng.integers(0, len(f), len(f))] for f in finals_by_game])) for _ in range(repetitions)
+    ]
     low, high = np.percentile(stats, [2.5, 97.5])
     return float(low), float(high)
 
@@ -129,12 +146,19 @@ def summarise(runs: list[dict], last_episodes: int) -> dict:
     for key, group in sorted(groups.items()):
         finals = np.array([r["returns"][-last_episodes:].mean() for r in group])
         codes = sorted({f"{r.get('code') or 'not recorded'}, torch {r.get('torch') or '?'}" for r in group})
-        table[key] = {"seeds": sorted(r["seed"] for r in group), "finals": finals.tolist(),
-                      "mean": float(finals.mean()), "std": float(finals.std()), "iqm": iqm(finals),
-                      "iqm_interval": bootstrap_interval([finals]) if len(finals) > 1 else None, "code": codes,
-                      "steps": int(min(r["last_step"] for r in group)),
-                      "sps": float(np.mean([r["sps"] for r in group])),
-                      "wall_h": float(np.mean([r["wall_s"] for r in group]) / 3600), "runs": group}
+        table[key] = {
+            "seeds": sorted(r["seed"] for r in group),
+            "finals": finals.tolist(),
+            "mean": float(finals.mean()),
+            "std": float(finals.std()),
+            "iqm": iqm(finals),
+            "iqm_interval": bootstrap_interval([finals]) if len(finals) > 1 else None,
+            "code": codes,
+            "steps": int(min(r["last_step"] for r in group)),
+            "sps": float(np.mean([r["sps"] for r in group])),
+            "wall_h": float(np.mean([r["wall_s"] for r in group]) / 3600),
+            "runs": group,
+        }
     return table
 
 
@@ -160,8 +184,11 @@ def family(label: str) -> tuple:
 def curves_for(refs: dict, game: str, scripts) -> list[dict]:
     """The published learning curves on `game` of the algorithms these scripts implement."""
     families = {f for s in scripts for f in family(s)}
-    return [dict(c, points=c["games"][game]) for c in refs.get("curves", [])
-            if game in c["games"] and c["algorithm"] in families]
+    return [
+        dict(c, points=c["games"][game])
+        for c in refs.get("curves", [])
+        if game in c["games"] and c["algorithm"] in families
+    ]
 
 
 def value_at(points: dict, steps: int) -> Optional[float]:
@@ -219,33 +246,48 @@ def write_report(args: Args) -> Path:
     for r in runs:
         if len(origins[r["label"]]) > 1:
             r["label"] += f" [code {r.get('code') or 'not recorded'}, torch {r.get('torch') or '?'}]"
-            note = (f"**Note: the runs of {r['label'].split(' [')[0]} came from different code or torch versions; "
-                    "they are separate rows, not averaged.**")
+            note = (
+                f"**Note: the runs of {r['label'].split(' [')[0]} came from different code or torch versions; "
+                "they are separate rows, not averaged.**"
+            )
             notes += [note] if note not in notes else []
     table = summarise(runs, args.last_episodes)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    recorded = sorted({m for r in runs for m in r["machines"]}) or sorted({r["hardware"] for r in runs
-                                                                            if r.get("hardware")})
+    recorded = sorted({m for r in runs for m in r["machines"]}) or sorted(
+        {r["hardware"] for r in runs if r.get("hardware")}
+    )
     hardware_line = args.hardware or ("; ".join(recorded) if recorded else "not recorded")
-    lines = ["# Benchmark report", "",
-             f"Generated by `benchmarks/report.py` from the TensorBoard logs in `{args.runs_dir}`. "
-             f"Final return = mean of the last {args.last_episodes} games of each seed; mean +- std over "
-             "seeds (population std). Training returns are raw game scores of whole games.",
-             f"Hardware: {hardware_line}.", "", *[n + "\n" for n in notes]]
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Generated by `benchmarks/report.py` from the TensorBoard logs in `{args.runs_dir}`. "
+        f"Final return = mean of the last {args.last_episodes} games of each seed; mean +- std over "
+        "seeds (population std). Training returns are raw game scores of whole games.",
+        f"Hardware: {hardware_line}.",
+        "",
+        *[n + "\n" for n in notes],
+    ]
     plots = {}  # what each game's figure shows, for report.json
     for game in sorted({g for _, g in table}):
         rows = {script: row for (script, g), row in table.items() if g == game}
         curves = curves_for(refs, game, rows)
-        lines += [f"## {game}", "", "| script | budget | seeds | final return | per seed | published at this budget "
-                  "| SPS | wall time (h) | IQM [95% CI] | code (sha256), torch |", "|---" * 10 + "|"]
+        lines += [
+            f"## {game}",
+            "",
+            "| script | budget | seeds | final return | per seed | published at this budget "
+            "| SPS | wall time (h) | IQM [95% CI] | code (sha256), torch |",
+            "|---" * 10 + "|",
+        ]
         for script, row in rows.items():
             short = "" if row["steps"] >= 9_900_000 else " (short run: not comparable with 10M references)"
-            lines.append(f"| {script} | {budget_label(row['steps'])}{short} | {len(row['seeds'])} | "
-                         f"{row['mean']:.1f} +- {row['std']:.1f} | {', '.join(f'{v:.1f}' for v in row['finals'])} | "
-                         f"{published_at(curves, script, row['steps'])} | "
-                         f"{row['sps']:,.0f} | {row['wall_h']:.2f} | {interval(row)} "
-                         f"| {'; '.join(row['code'])} |")
+            lines.append(
+                f"| {script} | {budget_label(row['steps'])}{short} | {len(row['seeds'])} | "
+                f"{row['mean']:.1f} +- {row['std']:.1f} | {', '.join(f'{v:.1f}' for v in row['finals'])} | "
+                f"{published_at(curves, script, row['steps'])} | "
+                f"{row['sps']:,.0f} | {row['wall_h']:.2f} | {interval(row)} "
+                f"| {'; '.join(row['code'])} |"
+            )
         game_refs = references_for(refs, game)
         if game_refs:
             lines += ["", "Published references:", "", "| reference | budget | return | source |", "|---|---|---|---|"]
@@ -270,8 +312,13 @@ def write_report(args: Args) -> Path:
             # A final published return is a line only where the run is as long as that reference.
             for r in game_refs:
                 if r["algorithm"] in family(script) and row["steps"] >= 0.99 * r["budget_steps"]:
-                    ax.axhline(r["value"]["mean"], linestyle=":", linewidth=0.8, color=color,
-                               label=f"{r['name']}, final at {budget_label(r['budget_steps'])}")
+                    ax.axhline(
+                        r["value"]["mean"],
+                        linestyle=":",
+                        linewidth=0.8,
+                        color=color,
+                        label=f"{r['name']}, final at {budget_label(r['budget_steps'])}",
+                    )
         # Published curves up to the runs' budget, in black, one line style each.
         drawn = []
         for c, style in zip(curves, ["--", "-.", ":", (0, (5, 1))]):
@@ -281,38 +328,65 @@ def write_report(args: Args) -> Path:
                 xs.append(longest)
             if xs:
                 ys = [value_at(c["points"], x) for x in xs]
-                ax.plot(xs, ys, linestyle=style, marker=".", color="0.2", linewidth=1,
-                        label=f"{c['name']} (published{', approximate' if 'approximate' in c['how'] else ''})")
+                ax.plot(
+                    xs,
+                    ys,
+                    linestyle=style,
+                    marker=".",
+                    color="0.2",
+                    linewidth=1,
+                    label=f"{c['name']} (published{', approximate' if 'approximate' in c['how'] else ''})",
+                )
                 drawn.append(c["name"])
         ax.set_xlim(0, longest)
-        note = ", published curves up to the same budget" if drawn else \
-            "; no published curve starts this early" if curves else ""
+        note = (
+            ", published curves up to the same budget"
+            if drawn
+            else "; no published curve starts this early"
+            if curves
+            else ""
+        )
         ax.set_title(f"{game}: runs of {budget_label(longest)}{note}", fontsize=10)
         ax.set_xlabel("agent steps")
         ax.set_ylabel(f"episodic return (mean of last {args.last_episodes} games)")
         legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         fig.canvas.draw()
-        plots[game] = {"x_max": ax.get_xlim()[1], "y_range": list(ax.get_ylim()),
-                       "labels": [t.get_text() for t in legend.get_texts()],
-                       "legend_clear_of_axes": not legend.get_window_extent().overlaps(ax.get_window_extent())}
+        plots[game] = {
+            "x_max": ax.get_xlim()[1],
+            "y_range": list(ax.get_ylim()),
+            "labels": [t.get_text() for t in legend.get_texts()],
+            "legend_clear_of_axes": not legend.get_window_extent().overlaps(ax.get_window_extent()),
+        }
         fig.savefig(out / f"{game}.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         lines += [f"![{game}]({game}.png)", ""]
     aggregate = {}
     normalised = human_normalised(table, refs)
     if normalised:
-        lines += ["## Across games, human-normalised", "",
-                  f"Each seed's final as (score - random) / (human - random), {refs['human_normalisation']['source']}. "
-                  "IQM over every game's seeds, 95% stratified-bootstrap interval (seeds resampled within each game).",
-                  "", "| script | games | runs | IQM [95% CI] | median | mean |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Across games, human-normalised",
+            "",
+            f"Each seed's final as (score - random) / (human - random), {refs['human_normalisation']['source']}. "
+            "IQM over every game's seeds, 95% stratified-bootstrap interval (seeds resampled within each game).",
+            "",
+            "| script | games | runs | IQM [95% CI] | median | mean |",
+            "|---|---|---|---|---|---|",
+        ]
         fig, ax = plt.subplots(figsize=(6, 4))
         for script, games in normalised.items():
             pooled = np.concatenate([np.asarray(v) for v in games.values()])
             low, high = bootstrap_interval(list(games.values()))
-            aggregate[script] = {"games": sorted(games), "iqm": iqm(pooled), "iqm_interval": [low, high],
-                                 "median": float(np.median(pooled)), "mean": float(pooled.mean())}
-            lines.append(f"| {script} | {', '.join(sorted(games))} | {len(pooled)} | {iqm(pooled):.2f} "
-                         f"[{low:.2f}, {high:.2f}] | {np.median(pooled):.2f} | {pooled.mean():.2f} |")
+            aggregate[script] = {
+                "games": sorted(games),
+                "iqm": iqm(pooled),
+                "iqm_interval": [low, high],
+                "median": float(np.median(pooled)),
+                "mean": float(pooled.mean()),
+            }
+            lines.append(
+                f"| {script} | {', '.join(sorted(games))} | {len(pooled)} | {iqm(pooled):.2f} "
+                f"[{low:.2f}, {high:.2f}] | {np.median(pooled):.2f} | {pooled.mean():.2f} |"
+            )
             taus = np.linspace(min(0.0, pooled.min()), max(1.0, pooled.max()), 200)
             ax.plot(taus, [(pooled > t).mean() for t in taus], label=script)
         ax.set_xlabel("human-normalised score tau")

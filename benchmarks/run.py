@@ -62,8 +62,11 @@ def hardware(script_args: str) -> str:
 def set_aside_stale_logs(run_dir: Path) -> None:
     """A run that restarts from scratch moves the logs of its failed start into stale_<time>/, so the
     report reads one attempt only and nothing is deleted."""
-    stale = [p for p in run_dir.iterdir() if p.name.startswith("events.out.tfevents") or p.name == "args.json"] \
-        if run_dir.is_dir() else []
+    stale = (
+        [p for p in run_dir.iterdir() if p.name.startswith("events.out.tfevents") or p.name == "args.json"]
+        if run_dir.is_dir()
+        else []
+    )
     if stale:
         dest = run_dir / f"stale_{int(time.time())}"
         dest.mkdir()
@@ -99,9 +102,21 @@ def command(args: Args, script: str, env_id: str, seed: int, state: str) -> list
     launcher = [sys.executable]
     if args.nproc_per_node > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc_per_node}"]
-    cmd = [*launcher, str(ROOT / f"{script}.py"), "--env-id", env_id, "--seed", str(seed),
-           "--total-timesteps", str(args.total_timesteps), "--runs-dir", args.runs_dir, "--run-name", name,
-           *shlex.split(args.script_args)]
+    cmd = [
+        *launcher,
+        str(ROOT / f"{script}.py"),
+        "--env-id",
+        env_id,
+        "--seed",
+        str(seed),
+        "--total-timesteps",
+        str(args.total_timesteps),
+        "--runs-dir",
+        args.runs_dir,
+        "--run-name",
+        name,
+        *shlex.split(args.script_args),
+    ]
     if state == "interrupted":
         cmd += ["--resume", str(Path(args.runs_dir) / name)]
     return cmd
@@ -151,10 +166,19 @@ def main(args: Args) -> dict:
             if state == "new":
                 set_aside_stale_logs(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "benchmark.json").write_text(json.dumps(
-                {"script": script, "env_id": env_id, "seed": seed, "total_timesteps": args.total_timesteps,
-                 "script_args": args.script_args, "hardware": hardware(args.script_args),
-                 "torch": torch.__version__}))
+            (run_dir / "benchmark.json").write_text(
+                json.dumps(
+                    {
+                        "script": script,
+                        "env_id": env_id,
+                        "seed": seed,
+                        "total_timesteps": args.total_timesteps,
+                        "script_args": args.script_args,
+                        "hardware": hardware(args.script_args),
+                        "torch": torch.__version__,
+                    }
+                )
+            )
             log = open(run_dir / "stdout.log", "a")
             proc = subprocess.Popen(command(args, script, env_id, seed, state), stdout=log, stderr=subprocess.STDOUT)
             running.append((proc, name, time.time()))
@@ -163,8 +187,11 @@ def main(args: Args) -> dict:
         if time.time() - last_progress >= args.progress_interval:
             last_progress = time.time()
             for _, name, _ in running:
-                print(f"[{len(ran) + len(failed)}/{len(todo)} done, {time.time() - start:.0f}s] {name}: "
-                      f"{last_line(Path(args.runs_dir) / name / 'stdout.log')}", flush=True)
+                print(
+                    f"[{len(ran) + len(failed)}/{len(todo)} done, {time.time() - start:.0f}s] {name}: "
+                    f"{last_line(Path(args.runs_dir) / name / 'stdout.log')}",
+                    flush=True,
+                )
         for proc, name, began in list(running):
             if proc.poll() is None:
                 continue
@@ -172,8 +199,11 @@ def main(args: Args) -> dict:
             ok = proc.returncode == 0 and status(Path(args.runs_dir) / name, args.total_timesteps) == "complete"
             (ran if ok else failed).append(name)
             done = len(ran) + len(failed)
-            print(f"[{done}/{len(todo)} done, {len(running)} running, {time.time() - start:.0f}s] {name}: "
-                  f"{'complete' if ok else f'FAILED (exit {proc.returncode}, see stdout.log)'}", flush=True)
+            print(
+                f"[{done}/{len(todo)} done, {len(running)} running, {time.time() - start:.0f}s] {name}: "
+                f"{'complete' if ok else f'FAILED (exit {proc.returncode}, see stdout.log)'}",
+                flush=True,
+            )
     return {"skipped": skipped, "ran": ran, "failed": failed}
 
 

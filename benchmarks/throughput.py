@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Args:
-    scripts: list[str] = field(default_factory=lambda: [s for s in ("ppo_atari", "a2c_atari", "a2c_lstm_atari")
-                                                        if (ROOT / f"{s}.py").exists()])
+    scripts: list[str] = field(
+        default_factory=lambda: [s for s in ("ppo_atari", "a2c_atari", "a2c_lstm_atari") if (ROOT / f"{s}.py").exists()]
+    )
     """training scripts to time, at their default settings except the budget"""
     steps: int = 8192
     """agent steps each script runs (rounded to whole rollouts); start-up is excluded, the first rollout is not"""
@@ -105,7 +106,7 @@ def run_measured(cmd: list[str], cwd: str) -> tuple[str, float]:
 
 def result_of(output: str) -> dict:
     lines = [l for l in output.splitlines() if l.startswith("RESULT ")]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def measure_once(args: Args, tmp: str) -> list[dict]:
@@ -117,42 +118,90 @@ def measure_once(args: Args, tmp: str) -> list[dict]:
         defaults = module.Args()
         num_envs = args.num_envs or defaults.num_envs
         batch = num_envs * defaults.num_steps
-        kwargs = {"env_id": args.env_id, "env_backend": args.env_backend, "num_envs": num_envs,
-                  "total_timesteps": max(1, args.steps // batch) * batch, "eval_every": 0, "cuda": args.cuda,
-                  "runs_dir": tmp, "checkpoint_every": 0, "log_interval": 1e9}
+        kwargs = {
+            "env_id": args.env_id,
+            "env_backend": args.env_backend,
+            "num_envs": num_envs,
+            "total_timesteps": max(1, args.steps // batch) * batch,
+            "eval_every": 0,
+            "cuda": args.cuda,
+            "runs_dir": tmp,
+            "checkpoint_every": 0,
+            "log_interval": 1e9,
+        }
         code = DRIVER.format(root=str(ROOT), script=script, kwargs=json.dumps(kwargs), flags=" ".join(flags).split())
         cmd = [sys.executable, "-c", code]
         if args.nproc > 1:  # peak RSS is then the largest process's
             driver = Path(tmp) / f"{script}_driver.py"
             driver.write_text(code)
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-                   str(driver)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc-per-node={args.nproc}",
+                str(driver),
+            ]
         out, rss = run_measured(cmd, cwd=tmp)
         res = result_of(out)
         what = f"{script}.py" + (f" {' '.join(flags)}" if flags else "")
         what += f" x{args.nproc} processes" if args.nproc > 1 else ""
-        rows.append({"what": what, "num_envs": num_envs, "num_steps": defaults.num_steps,
-                     "steps": res["global_step"], "sps": res["sps"], "sps_after_warmup": res["sps_after_warmup"],
-                     "peak_rss_mib": rss})
+        rows.append(
+            {
+                "what": what,
+                "num_envs": num_envs,
+                "num_steps": defaults.num_steps,
+                "steps": res["global_step"],
+                "sps": res["sps"],
+                "sps_after_warmup": res["sps_after_warmup"],
+                "peak_rss_mib": rss,
+            }
+        )
         print(f"measured {rows[-1]}", flush=True)
 
     if args.peer:
         num_envs = args.num_envs or 8
         steps = max(1, args.steps // (num_envs * 128)) * num_envs * 128
-        cmd = [sys.executable, args.peer, "--env-id", args.env_id, "--num-envs", str(num_envs),
-               "--total-timesteps", str(steps), "--cuda" if args.cuda else "--no-cuda"]
+        cmd = [
+            sys.executable,
+            args.peer,
+            "--env-id",
+            args.env_id,
+            "--num-envs",
+            str(num_envs),
+            "--total-timesteps",
+            str(steps),
+            "--cuda" if args.cuda else "--no-cuda",
+        ]
         out, rss = run_measured(cmd, cwd=tmp)
         sps = [int(x) for x in re.findall(r"^SPS: (\d+)", out, flags=re.M)]
-        rows.append({"what": Path(args.peer).name + " (peer)", "num_envs": num_envs, "num_steps": 128,
-                     "steps": steps, "sps": float(sps[-1]), "peak_rss_mib": rss})
+        rows.append(
+            {
+                "what": Path(args.peer).name + " (peer)",
+                "num_envs": num_envs,
+                "num_steps": 128,
+                "steps": steps,
+                "sps": float(sps[-1]),
+                "peak_rss_mib": rss,
+            }
+        )
         print(f"measured {rows[-1]}", flush=True)
 
     for num_envs in sorted({r["num_envs"] for r in rows}):
-        code = ENV_ONLY.format(root=str(ROOT), env_id=args.env_id, backend=args.env_backend,
-                               num_envs=num_envs, steps=args.env_steps)
+        code = ENV_ONLY.format(
+            root=str(ROOT), env_id=args.env_id, backend=args.env_backend, num_envs=num_envs, steps=args.env_steps
+        )
         out, rss = run_measured([sys.executable, "-c", code], cwd=tmp)
-        rows.append({"what": "env only, random actions", "num_envs": num_envs, "num_steps": None,
-                     "steps": args.env_steps * num_envs, "sps": result_of(out)["sps"], "peak_rss_mib": rss})
+        rows.append(
+            {
+                "what": "env only, random actions",
+                "num_envs": num_envs,
+                "num_steps": None,
+                "steps": args.env_steps * num_envs,
+                "sps": result_of(out)["sps"],
+                "peak_rss_mib": rss,
+            }
+        )
         print(f"measured {rows[-1]}", flush=True)
     return rows
 
@@ -160,15 +209,23 @@ def measure_once(args: Args, tmp: str) -> list[dict]:
 def main(args: Args) -> list[dict]:
     tmp = tempfile.mkdtemp(prefix="throughput_")
     runs = [measure_once(args, tmp) for _ in range(args.repeats)]
-    rows = [dict(r, sps=statistics.median(run[i]["sps"] for run in runs),
-                 sps_after_warmup=statistics.median(run[i].get("sps_after_warmup", float("nan")) for run in runs),
-                 peak_rss_mib=statistics.median(run[i]["peak_rss_mib"] for run in runs))
-            for i, r in enumerate(runs[0])]
+    rows = [
+        dict(
+            r,
+            sps=statistics.median(run[i]["sps"] for run in runs),
+            sps_after_warmup=statistics.median(run[i].get("sps_after_warmup", float("nan")) for run in runs),
+            peak_rss_mib=statistics.median(run[i]["peak_rss_mib"] for run in runs),
+        )
+        for i, r in enumerate(runs[0])
+    ]
 
     import torch
 
-    device = torch.cuda.get_device_name(0) if args.cuda and torch.cuda.is_available() else \
-        f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    device = (
+        torch.cuda.get_device_name(0)
+        if args.cuda and torch.cuda.is_available()
+        else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    )
     print(f"\n{args.env_id}, {device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
     ceiling = {r["num_envs"]: r["sps"] for r in rows if r["what"].startswith("env only")}
     # SPS counts from the first rollout (like for like with a peer, whose own SPS does); the next column
@@ -179,16 +236,20 @@ def main(args: Args) -> list[dict]:
         share = "" if r["what"].startswith("env only") else f"{r['sps'] / ceiling[r['num_envs']]:.0%}"
         warm = r.get("sps_after_warmup", float("nan"))
         warm = f"{warm:,.0f}" if warm == warm else ""
-        print(f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {warm} | {share} "
-              f"| {r['peak_rss_mib']:,.0f} |")
+        print(
+            f"| {r['what']} | {r['num_envs']} | {r['steps']:,} | {r['sps']:,.0f} | {warm} | {share} "
+            f"| {r['peak_rss_mib']:,.0f} |"
+        )
     peer = [r for r in rows if r["what"].endswith("(peer)")]
     if peer:
         i_peer = rows.index(peer[0])
         for i, r in enumerate(rows):
             if ".py" in r["what"] and "(peer)" not in r["what"] and r["num_envs"] == peer[0]["num_envs"]:
                 each = ", ".join(f"{run[i]['sps'] / run[i_peer]['sps']:.2f}" for run in runs)
-                print(f"\n{r['what']} / peer: SPS x{r['sps'] / peer[0]['sps']:.2f} (medians; each repeat: {each}), "
-                      f"peak RSS x{r['peak_rss_mib'] / peer[0]['peak_rss_mib']:.2f}")
+                print(
+                    f"\n{r['what']} / peer: SPS x{r['sps'] / peer[0]['sps']:.2f} (medians; each repeat: {each}), "
+                    f"peak RSS x{r['peak_rss_mib'] / peer[0]['peak_rss_mib']:.2f}"
+                )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"device": device, "rows": rows, "repeats": runs}, indent=2))
     return rows

@@ -18,10 +18,13 @@ def test_n_step_returns_match_a_hand_computed_example_with_an_episode_end():
     dones = torch.tensor([[0.0], [0.0], [1.0], [0.0], [0.0]])
     last_value = torch.tensor([3.0])
     _, returns = A.compute_gae(rewards, values, dones, last_value, gamma, 1.0)
-    expected = [1 + gamma * 0 + gamma ** 2 * 1,  # steps 0-2, nothing after the episode end
-                0 + gamma * 1, 1.0,
-                0 + gamma * 2 + gamma ** 2 * 3,  # steps 3-4, bootstrapped from last_value
-                2 + gamma * 3]
+    expected = [
+        1 + gamma * 0 + gamma**2 * 1,  # steps 0-2, nothing after the episode end
+        0 + gamma * 1,
+        1.0,
+        0 + gamma * 2 + gamma**2 * 3,  # steps 3-4, bootstrapped from last_value
+        2 + gamma * 3,
+    ]
     assert returns[:, 0].tolist() == pytest.approx(expected)
 
 
@@ -41,8 +44,11 @@ def test_rmsprop_tf_follows_its_formula_and_differs_from_torchs():
     torch_opt = torch.optim.RMSprop([q], lr=lr, alpha=alpha, eps=eps)
     q.grad = torch.tensor([0.5, -1.0])
     torch_opt.step()
-    assert not torch.allclose(q.detach(), torch.tensor([1.0, -2.0]) - lr * torch.tensor([0.5, -1.0]) / torch.sqrt(
-        alpha + (1 - alpha) * torch.tensor([0.25, 1.0]) + eps))
+    assert not torch.allclose(
+        q.detach(),
+        torch.tensor([1.0, -2.0])
+        - lr * torch.tensor([0.5, -1.0]) / torch.sqrt(alpha + (1 - alpha) * torch.tensor([0.25, 1.0]) + eps),
+    )
 
 
 def test_learning_rate_reaches_lr_final_at_decay_steps_and_stays():
@@ -69,8 +75,17 @@ def test_positive_advantage_makes_the_taken_action_more_likely():
     obs, actions = batch()
     with torch.no_grad():
         before = torch.log_softmax(agent(obs)[0], -1).gather(1, actions[:, None])
-    loss, _ = A.a2c_loss(*agent(obs), actions, torch.ones(20), torch.zeros(20), torch.ones(20), value_loss="mse",
-                         norm_adv=False, ent_coef=0.0, vf_coef=0.0)
+    loss, _ = A.a2c_loss(
+        *agent(obs),
+        actions,
+        torch.ones(20),
+        torch.zeros(20),
+        torch.ones(20),
+        value_loss="mse",
+        norm_adv=False,
+        ent_coef=0.0,
+        vf_coef=0.0,
+    )
     loss.backward()
     with torch.no_grad():
         for p in agent.parameters():
@@ -95,16 +110,16 @@ def test_value_losses_and_the_valid_mask():
     valid[:5] = 0
     garbage = values.clone()
     garbage[:5] += 100
-    _, masked = A.a2c_loss(*agent(obs), actions, adv, torch.where(valid.bool(), values + 3.0, garbage),
-                           valid, value_loss="mse", **settings)
+    _, masked = A.a2c_loss(
+        *agent(obs), actions, adv, torch.where(valid.bool(), values + 3.0, garbage), valid, value_loss="mse", **settings
+    )
     assert masked["value_loss"].item() == pytest.approx(9.0, rel=1e-4)
 
 
 def test_training_logs_evaluations(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    args = tiny_args(A, tmp_path, iterations=4, run_name="eval", eval_every=20, eval_episodes=2,
-                     max_episode_frames=100)
+    args = tiny_args(A, tmp_path, iterations=4, run_name="eval", eval_every=20, eval_episodes=2, max_episode_frames=100)
     A.train(args)
     acc = EventAccumulator(str(tmp_path / "runs" / "eval"))
     acc.Reload()

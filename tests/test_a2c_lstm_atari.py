@@ -16,7 +16,7 @@ def naive_unroll(lstm, x, state, starts):
     outputs = []
     for t in range(x.shape[0]):
         keep = (~starts[t]).float().view(1, -1, 1)
-        out, (h, c) = lstm(x[t:t + 1], (h * keep, c * keep))
+        out, (h, c) = lstm(x[t : t + 1], (h * keep, c * keep))
         outputs.append(out)
     return torch.cat(outputs), (h, c)
 
@@ -37,8 +37,9 @@ def test_masked_unroll_equals_a_naive_loop_in_outputs_and_gradients(start_steps)
         x.grad = None
         out, (h, c) = unroll(lstm, x, state, starts)
         (out.square().sum() + h.sum() + c.sum()).backward()
-        results.append((out.detach(), h.detach(), c.detach(), x.grad.clone(),
-                        [p.grad.clone() for p in lstm.parameters()]))
+        results.append(
+            (out.detach(), h.detach(), c.detach(), x.grad.clone(), [p.grad.clone() for p in lstm.parameters()])
+        )
     fast, slow = results
     for a, b in zip(fast[:4], slow[:4]):
         assert torch.allclose(a, b, atol=1e-6)
@@ -65,8 +66,14 @@ def test_one_lstm_call_per_piece_between_starts():
 def rollout(backend, reset_on_life_loss=False):
     torch.manual_seed(0)
     # whole games for learning, so that only the backend's reset steps are invalid (no FIRE after a lost life)
-    args = L.Args(num_envs=3, num_steps=48, max_episode_frames=120, lstm_hidden_size=16,
-                  reset_on_life_loss=reset_on_life_loss, episodic_life=False)
+    args = L.Args(
+        num_envs=3,
+        num_steps=48,
+        max_episode_frames=120,
+        lstm_hidden_size=16,
+        reset_on_life_loss=reset_on_life_loss,
+        episodic_life=False,
+    )
     envs = L.EnvGroups(args, backend, seed=1, num_envs=3, device=CPU)  # overlapped: groups of 1 and 2 envs
     agent = L.Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size)
     buf = L.RolloutBuffer(args.num_steps, 3, args.frame_stack, CPU)

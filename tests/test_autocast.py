@@ -23,8 +23,12 @@ def test_bf16_autocast_runs_the_network_in_bf16_and_keeps_fp32_state(script, tmp
         assert set(seen) == {torch.bfloat16 if mode == "bf16" else torch.float32}
     state = outs["bf16"]
     assert all(w.dtype == torch.float32 and w.isfinite().all() for w in state["model"].values())
-    assert all(v.dtype == torch.float32 for s in state["optimizer"]["state"].values() for v in s.values()
-               if torch.is_tensor(v) and v.is_floating_point())
+    assert all(
+        v.dtype == torch.float32
+        for s in state["optimizer"]["state"].values()
+        for v in s.values()
+        if torch.is_tensor(v) and v.is_floating_point()
+    )
     assert not all(torch.equal(state["model"][k], outs["off"]["model"][k]) for k in state["model"])
 
 

@@ -19,8 +19,14 @@ TINY_PPO = "--num-envs 2 --num-steps 16 --num-minibatches 2 --update-epochs 1 --
 
 
 def matrix(runs_dir, total_timesteps, seeds, script_args=TINY_PPO):
-    return run.Args(scripts=["ppo_atari"], env_ids=["Breakout-v5"], seeds=seeds, total_timesteps=total_timesteps,
-                    runs_dir=str(runs_dir), script_args=script_args)
+    return run.Args(
+        scripts=["ppo_atari"],
+        env_ids=["Breakout-v5"],
+        seeds=seeds,
+        total_timesteps=total_timesteps,
+        runs_dir=str(runs_dir),
+        script_args=script_args,
+    )
 
 
 def test_runner_resumes_an_interrupted_run_and_skips_complete_ones(tmp_path):
@@ -76,13 +82,30 @@ def test_report_gives_mean_and_std_over_seeds_and_writes_the_curves(tmp_path):
 
     runs_dir = tmp_path / "bench"
     for seed, final in [(1, 10.0), (2, 20.0)]:
-        meta = {"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed, "total_timesteps": 10_000_000,
-                "hardware": "test machine"}
+        meta = {
+            "script": "ppo_atari",
+            "env_id": "Breakout-v5",
+            "seed": seed,
+            "total_timesteps": 10_000_000,
+            "hardware": "test machine",
+        }
         # 50 early games that the final figure must ignore, then the last 100 games.
-        synthetic_run(runs_dir, f"Breakout-v5__ppo_atari__{seed}", [0.0] * 50 + [final] * 100,
-                      sps=1000.0 * seed, last_step=10_000_000, meta=meta)
-    synthetic_run(runs_dir, "Pong-v5__a2c_atari__1", [-21.0, -19.0, -20.0], sps=500.0, last_step=50_000,
-                  args={"exp_name": "a2c_atari", "env_id": "Pong-v5", "seed": 1, "total_timesteps": 50_000})
+        synthetic_run(
+            runs_dir,
+            f"Breakout-v5__ppo_atari__{seed}",
+            [0.0] * 50 + [final] * 100,
+            sps=1000.0 * seed,
+            last_step=10_000_000,
+            meta=meta,
+        )
+    synthetic_run(
+        runs_dir,
+        "Pong-v5__a2c_atari__1",
+        [-21.0, -19.0, -20.0],
+        sps=500.0,
+        last_step=50_000,
+        args={"exp_name": "a2c_atari", "env_id": "Pong-v5", "seed": 1, "total_timesteps": 50_000},
+    )
 
     out = tmp_path / "report"
     report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out)))
@@ -107,39 +130,82 @@ def test_report_gives_mean_and_std_over_seeds_and_writes_the_curves(tmp_path):
 def test_a_short_run_is_drawn_and_tabled_beside_the_published_curves_at_its_budget(tmp_path):
     runs_dir = tmp_path / "bench"
     for seed in (1, 2):
-        synthetic_run(runs_dir, f"Breakout-v5__ppo_atari__{seed}", [2.0] * 100 + [21.0] * 100, sps=500.0,
-                      last_step=1_000_000, meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed})
-    synthetic_run(runs_dir, "Breakout-v5__a2c_atari__1", [1.0] * 100 + [8.0] * 100, sps=900.0, last_step=3_000_000,
-                  meta={"script": "a2c_atari", "env_id": "Breakout-v5", "seed": 1})
-    synthetic_run(runs_dir, "Breakout-v5__a2c_lstm_atari__1", [1.5] * 50, sps=900.0, last_step=250_000,
-                  meta={"script": "a2c_lstm_atari", "env_id": "Breakout-v5", "seed": 1})
+        synthetic_run(
+            runs_dir,
+            f"Breakout-v5__ppo_atari__{seed}",
+            [2.0] * 100 + [21.0] * 100,
+            sps=500.0,
+            last_step=1_000_000,
+            meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed},
+        )
+    synthetic_run(
+        runs_dir,
+        "Breakout-v5__a2c_atari__1",
+        [1.0] * 100 + [8.0] * 100,
+        sps=900.0,
+        last_step=3_000_000,
+        meta={"script": "a2c_atari", "env_id": "Breakout-v5", "seed": 1},
+    )
+    synthetic_run(
+        runs_dir,
+        "Breakout-v5__a2c_lstm_atari__1",
+        [1.5] * 50,
+        sps=900.0,
+        last_step=250_000,
+        meta={"script": "a2c_lstm_atari", "env_id": "Breakout-v5", "seed": 1},
+    )
     out = tmp_path / "report"
     report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), last_episodes=20))
 
     text = (out / "report.md").read_text()
     # each run beside its algorithm's published return at its own budget (read off a curve, interpolated)
-    assert "| ppo_atari | 1M steps (short run: not comparable with 10M references) | 2 | 21.0 +- 0.0 | 21.0, 21.0 | baselines ppo2 22.0 |" in text
-    assert "| a2c_atari | 3M steps (short run: not comparable with 10M references) | 1 | 8.0 +- 0.0 | 8.0 | baselines a2c 49.3; SB3 zoo A2C 7.3 |" in text
-    assert "| a2c_lstm_atari | 0.25M steps (short run: not comparable with 10M references) | 1 | 1.5 +- 0.0 | 1.5 | none (published from 0.5M steps) |" in text
+    assert (
+        "| ppo_atari | 1M steps (short run: not comparable with 10M references) | 2 | 21.0 +- 0.0 | 21.0, 21.0 | baselines ppo2 22.0 |"
+        in text
+    )
+    assert (
+        "| a2c_atari | 3M steps (short run: not comparable with 10M references) | 1 | 8.0 +- 0.0 | 8.0 | baselines a2c 49.3; SB3 zoo A2C 7.3 |"
+        in text
+    )
+    assert (
+        "| a2c_lstm_atari | 0.25M steps (short run: not comparable with 10M references) | 1 | 1.5 +- 0.0 | 1.5 | none (published from 0.5M steps) |"
+        in text
+    )
     plot = json.loads((out / "report.json").read_text())["plots"]["Breakout"]
     assert plot["x_max"] == 3_000_000
     assert plot["y_range"][1] < 120  # scaled to the curves up to 3M (ppo2 97.1 there), not to the 10M finals
-    assert plot["labels"] == ["a2c_atari (1 seed)", "a2c_lstm_atari (1 seed)", "ppo_atari (2 seeds)",
-                              "baselines ppo2 (published, approximate)", "baselines a2c (published, approximate)",
-                              "SB3 zoo A2C (published)"]
+    assert plot["labels"] == [
+        "a2c_atari (1 seed)",
+        "a2c_lstm_atari (1 seed)",
+        "ppo_atari (2 seeds)",
+        "baselines ppo2 (published, approximate)",
+        "baselines a2c (published, approximate)",
+        "SB3 zoo A2C (published)",
+    ]
     assert plot["legend_clear_of_axes"]
 
 
 def test_runs_of_one_script_with_different_flags_are_rows_of_their_own(tmp_path):
     runs_dir = tmp_path / "bench"
     for seed, flags, final in [(1, "", 4.0), (2, "", 6.0), (1, "--autocast bf16", 5.0)]:
-        synthetic_run(runs_dir, f"Breakout-v5__ppo_atari__{seed}{flags.replace(' ', '')}", [final] * 30, sps=500.0,
-                      last_step=500_000, meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed,
-                                               "script_args": flags})
+        synthetic_run(
+            runs_dir,
+            f"Breakout-v5__ppo_atari__{seed}{flags.replace(' ', '')}",
+            [final] * 30,
+            sps=500.0,
+            last_step=500_000,
+            meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed, "script_args": flags},
+        )
     report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(tmp_path / "out"), last_episodes=20))
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "| ppo_atari | 0.5M steps (short run: not comparable with 10M references) | 2 | 5.0 +- 1.0 | 4.0, 6.0 | baselines ppo2 13.3 |" in text
-    assert "| ppo_atari --autocast bf16 | 0.5M steps (short run: not comparable with 10M references) | 1 | 5.0 +- 0.0 | 5.0 | baselines ppo2 13.3 |" in text
+    assert (
+        "| ppo_atari | 0.5M steps (short run: not comparable with 10M references) | 2 | 5.0 +- 1.0 | 4.0, 6.0 | baselines ppo2 13.3 |"
+        in text
+    )
+    assert (
+        "| ppo_atari --autocast bf16 | 0.5M steps (short run: not comparable with 10M references) | 1 | 5.0 +- 0.0 | 5.0 | baselines ppo2 13.3 |"
+        in text
+    )
 
 
 def test_report_without_runs_says_so(tmp_path):
@@ -159,8 +225,9 @@ def test_runner_refuses_an_unknown_game_or_script_before_running_anything(tmp_pa
 def test_runner_launches_each_run_under_torchrun_when_asked(tmp_path, capsys):
     run.main(run.Args(scripts=["ppo_atari"], seeds=[1], runs_dir=str(tmp_path / "bench"), dry_run=True))
     (alone,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith("run ")]
-    run.main(run.Args(scripts=["ppo_atari"], seeds=[1], runs_dir=str(tmp_path / "bench"), dry_run=True,
-                      nproc_per_node=2))
+    run.main(
+        run.Args(scripts=["ppo_atari"], seeds=[1], runs_dir=str(tmp_path / "bench"), dry_run=True, nproc_per_node=2)
+    )
     (spread,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith("run ")]
     launcher = " -m torch.distributed.run --standalone --nproc-per-node=2"
     assert launcher in spread and spread.replace(launcher, "") == alone  # the same run, its flags unchanged
@@ -168,8 +235,13 @@ def test_runner_launches_each_run_under_torchrun_when_asked(tmp_path, capsys):
 
 def test_device_check_on_a_machine_without_a_gpu_says_so_and_exits_zero():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_check.py")], capture_output=True,
-                          text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "device_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0 and "needs a CUDA GPU" in proc.stdout
 
 
@@ -188,11 +260,23 @@ def test_seeds_of_different_code_are_separate_rows_with_a_note_and_the_hardware_
     runs_dir = tmp_path / "bench"
     for seed, sha, final in [(1, "a" * 64, 4.0), (2, "a" * 64, 6.0), (3, "b" * 64, 50.0)]:
         name = f"Breakout-v5__ppo_atari__{seed}"
-        synthetic_run(runs_dir, name, [final] * 30, sps=500.0, last_step=500_000,
-                      meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed, "hardware": "drawing box"})
-        (runs_dir / name / "provenance.json").write_text(json.dumps({
-            "script_sha256": sha, "packages": {"torch": "2.13.0"},
-            "machines": [{"cpu": "Test CPU", "cores": 2, "gpus": ["Test GPU"]}]}))
+        synthetic_run(
+            runs_dir,
+            name,
+            [final] * 30,
+            sps=500.0,
+            last_step=500_000,
+            meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed, "hardware": "drawing box"},
+        )
+        (runs_dir / name / "provenance.json").write_text(
+            json.dumps(
+                {
+                    "script_sha256": sha,
+                    "packages": {"torch": "2.13.0"},
+                    "machines": [{"cpu": "Test CPU", "cores": 2, "gpus": ["Test GPU"]}],
+                }
+            )
+        )
     report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(tmp_path / "out"), last_episodes=20))
     text = (tmp_path / "out" / "report.md").read_text()
     assert "Hardware: Test CPU (2 cores), Test GPU." in text
@@ -206,8 +290,14 @@ def test_two_games_give_a_human_normalised_iqm_with_its_interval_and_a_performan
     runs_dir = tmp_path / "bench"
     for game, finals in [("Breakout", [1.7, 30.5, 16.1]), ("Pong", [-20.7, 14.6, -3.05])]:
         for seed, final in enumerate(finals, start=1):
-            synthetic_run(runs_dir, f"{game}-v5__ppo_atari__{seed}", [final] * 30, sps=500.0, last_step=500_000,
-                          meta={"script": "ppo_atari", "env_id": f"{game}-v5", "seed": seed})
+            synthetic_run(
+                runs_dir,
+                f"{game}-v5__ppo_atari__{seed}",
+                [final] * 30,
+                sps=500.0,
+                last_step=500_000,
+                meta={"script": "ppo_atari", "env_id": f"{game}-v5", "seed": seed},
+            )
     out = tmp_path / "out"
     report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), last_episodes=20))
     aggregate = json.loads((out / "report.json").read_text())["aggregate"]["ppo_atari"]

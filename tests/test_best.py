@@ -16,8 +16,7 @@ def best(run_dir):
     return torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
 
 
-def test_best_pt_follows_the_best_evaluation_and_survives_keep_checkpoints_and_a_resume(script, tmp_path,
-                                                                                        monkeypatch):
+def test_best_pt_follows_the_best_evaluation_and_survives_keep_checkpoints_and_a_resume(script, tmp_path, monkeypatch):
     args = tiny_args(script, tmp_path, iterations=4, run_name="best", keep_checkpoints=1, checkpoint_every=1)
     batch = args.num_envs * args.num_steps
     args.eval_every = batch  # an evaluation after every iteration; the best is the second
@@ -25,8 +24,12 @@ def test_best_pt_follows_the_best_evaluation_and_survives_keep_checkpoints_and_a
     out = script.train(args)
     run_dir = tmp_path / "runs" / "best"
     kept = best(run_dir)
-    assert kept["iteration"] == 2 and kept["best_eval"] == {"mean": 5.0, "std": 0.0, "games": 4,
-                                                            "global_step": 2 * batch}
+    assert kept["iteration"] == 2 and kept["best_eval"] == {
+        "mean": 5.0,
+        "std": 0.0,
+        "games": 4,
+        "global_step": 2 * batch,
+    }
     assert not (run_dir / "checkpoints" / "iter_000002.pt").exists()  # pruned by --keep-checkpoints 1, best.pt kept
     latest = torch.load(out["checkpoint"], weights_only=True)
     assert latest["iteration"] == 4 and latest["best_eval"]["mean"] == 5.0

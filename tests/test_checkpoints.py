@@ -33,8 +33,13 @@ import {script}
 
 
 def cli_flags(script, tmp_path, iterations, **extra):
-    settings = {**TINY[script.SCRIPT], "runs_dir": str(tmp_path / "runs"), "run_name": "run", "log_interval": 1e9,
-                **extra}
+    settings = {
+        **TINY[script.SCRIPT],
+        "runs_dir": str(tmp_path / "runs"),
+        "run_name": "run",
+        "log_interval": 1e9,
+        **extra,
+    }
     batch = settings["num_envs"] * settings["num_steps"]
     flags = ["--no-cuda", "--total-timesteps", str(iterations * batch)]
     for name, value in settings.items():
@@ -85,8 +90,11 @@ def test_latest_is_a_copy_where_hard_links_are_not_possible(tmp_path, monkeypatc
 def test_keep_checkpoints_keeps_the_newest_periodic_ones_and_the_final_one(tmp_path, keep, expected):
     import a2c_atari
 
-    a2c_atari.train(tiny_args(a2c_atari, tmp_path, iterations=5, run_name="keep", checkpoint_every=1,
-                              keep_checkpoints=keep, eval_every=0))
+    a2c_atari.train(
+        tiny_args(
+            a2c_atari, tmp_path, iterations=5, run_name="keep", checkpoint_every=1, keep_checkpoints=keep, eval_every=0
+        )
+    )
     folder = tmp_path / "runs" / "keep" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == [f"iter_{i:06d}.pt" for i in expected] + ["latest.pt"]
     assert torch.load(folder / "latest.pt", weights_only=True)["iteration"] == 5

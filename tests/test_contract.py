@@ -16,8 +16,13 @@ from conftest import BACKENDS, ROOT, TINY, tiny_args
 
 
 def run_cli(script_name, *flags, cwd, timeout=120):
-    return subprocess.run([sys.executable, str(ROOT / f"{script_name}.py"), *flags], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / f"{script_name}.py"), *flags],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def one_sentence_error(proc):
@@ -40,13 +45,21 @@ def field_help(script):
     source = (ROOT / f"{script.SCRIPT}.py").read_text()
     cls = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Args")
     lines = source.splitlines()
-    return {node.target.id: " ".join(lines[node.lineno - 1].split("  # ", 1)[1].split()) for node in cls.body
-            if isinstance(node, ast.AnnAssign) and "  # " in lines[node.lineno - 1]}
+    return {
+        node.target.id: " ".join(lines[node.lineno - 1].split("  # ", 1)[1].split())
+        for node in cls.body
+        if isinstance(node, ast.AnnAssign) and "  # " in lines[node.lineno - 1]
+    }
 
 
 def test_help_documents_every_flag(script, tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / f"{script.SCRIPT}.py"), "--help"], cwd=tmp_path,
-                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / f"{script.SCRIPT}.py"), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
+    )
     assert proc.returncode == 0
     help_text = " ".join(proc.stdout.replace("│", " ").split())
     docs = field_help(script)
@@ -76,8 +89,18 @@ def test_bad_flags_fail_with_one_sentence_before_building_anything(script, tmp_p
 
 
 def test_minibatches_must_divide_the_batch(tmp_path):
-    proc = run_cli("ppo_atari", "--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4",
-                   "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    proc = run_cli(
+        "ppo_atari",
+        "--num-envs",
+        "3",
+        "--num-steps",
+        "5",
+        "--num-minibatches",
+        "4",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     assert "must be divisible by --num-minibatches" in one_sentence_error(proc)
 
 
@@ -108,8 +131,16 @@ def test_tensorboard_tags_follow_cleanrl(script, tmp_path):
     acc = EventAccumulator(str(tmp_path / "runs" / "tags"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    expected = {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
-                "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/explained_variance"}
+    expected = {
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/SPS",
+        "charts/learning_rate",
+        "losses/value_loss",
+        "losses/policy_loss",
+        "losses/entropy",
+        "losses/explained_variance",
+    }
     assert expected <= tags
     assert [e.step for e in acc.Scalars("charts/SPS")] == [args.num_envs * args.num_steps * i for i in (1, 2)]
 
@@ -120,8 +151,9 @@ def test_same_seed_gives_identical_weights_on_each_backend(script, tmp_path):
         for name in ("a", "b"):
             args = tiny_args(script, tmp_path, iterations=2, env_backend=backend, run_name=f"{backend}-{name}", seed=7)
             script.train(args)
-            weights.append(torch.load(tmp_path / "runs" / args.run_name / "checkpoints" / "latest.pt",
-                                      weights_only=True)["model"])
+            weights.append(
+                torch.load(tmp_path / "runs" / args.run_name / "checkpoints" / "latest.pt", weights_only=True)["model"]
+            )
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), backend
     args = tiny_args(script, tmp_path, iterations=2, run_name="other-seed", seed=8)
     script.train(args)
@@ -172,6 +204,7 @@ def checkpoints(tmp_path_factory):
         if script.SCRIPT not in made:
             made[script.SCRIPT] = make_checkpoint(script, tmp_path_factory.mktemp(script.SCRIPT))
         return made[script.SCRIPT]
+
     return get
 
 
@@ -191,9 +224,15 @@ def not_ours(ckpt, path):
     torch.save({"weights": torch.zeros(3)}, path)
 
 
-@pytest.mark.parametrize("make_bad,message", [
-    (corrupt, "not a loadable checkpoint"), (empty, "not a loadable checkpoint"),
-    (foreign, "written by some_other_script.py"), (not_ours, "not a checkpoint written by these scripts")])
+@pytest.mark.parametrize(
+    "make_bad,message",
+    [
+        (corrupt, "not a loadable checkpoint"),
+        (empty, "not a loadable checkpoint"),
+        (foreign, "written by some_other_script.py"),
+        (not_ours, "not a checkpoint written by these scripts"),
+    ],
+)
 def test_resume_refuses_a_bad_checkpoint_with_one_sentence(script, tmp_path, checkpoints, make_bad, message):
     bad = tmp_path / "bad.pt"
     make_bad(checkpoints(script), bad)
@@ -226,12 +265,30 @@ def test_resume_accepts_a_run_folder(script, tmp_path):
 
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(script, tmp_path):
-    flags = ["--num-envs", "2", "--num-steps", "16", "--total-timesteps", "100000000", "--no-cuda",
-             "--runs-dir", str(tmp_path / "runs"), "--run-name", "sig", "--log-interval", "0.01"]
+    flags = [
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "16",
+        "--total-timesteps",
+        "100000000",
+        "--no-cuda",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        "sig",
+        "--log-interval",
+        "0.01",
+    ]
     if script.SCRIPT == "ppo_atari":
         flags += ["--num-minibatches", "2", "--update-epochs", "1"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / f"{script.SCRIPT}.py"), *flags], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / f"{script.SCRIPT}.py"), *flags],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for the first progress line
         line = proc.stdout.readline()

@@ -27,17 +27,35 @@ def free_port():
 def torchrun(*args, nproc=2, nnodes=1, node_rank=0, port=None, max_restarts=0, rdzv_id="test"):
     """The torchrun command line, rendezvous and gloo on 127.0.0.1 only."""
     port = port or free_port()
-    return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--node-rank={node_rank}",
-            f"--nproc-per-node={nproc}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
-            f"--rdzv-id={rdzv_id}", f"--max-restarts={max_restarts}", "--monitor-interval=0.5", *map(str, args)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nnodes}",
+        f"--node-rank={node_rank}",
+        f"--nproc-per-node={nproc}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        f"--rdzv-id={rdzv_id}",
+        f"--max-restarts={max_restarts}",
+        "--monitor-interval=0.5",
+        *map(str, args),
+    ]
 
 
 ENV = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
 
 
 def flags(script, tmp_path, iterations, num_envs=4, **extra):
-    settings = {**TINY[script], "num_envs": num_envs, "runs_dir": tmp_path / "runs", "log_interval": 1e9,
-                "eval_every": 0, "max_episode_frames": 120, **extra}
+    settings = {
+        **TINY[script],
+        "num_envs": num_envs,
+        "runs_dir": tmp_path / "runs",
+        "log_interval": 1e9,
+        "eval_every": 0,
+        "max_episode_frames": 120,
+        **extra,
+    }
     flags = ["--no-cuda", "--total-timesteps", str(iterations * num_envs * settings["num_steps"])]
     for name, value in settings.items():
         flags += [f"--{name.replace('_', '-')}", str(value)]
@@ -47,8 +65,9 @@ def flags(script, tmp_path, iterations, num_envs=4, **extra):
 def run_group(cmd, timeout):
     """Run torchrun in a process group of its own and kill the whole group on the way out, so a
     timeout or a failed assertion leaves no worker behind."""
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:
@@ -110,11 +129,13 @@ def two_process_runs(tmp_path_factory):
     def get(script):
         if script not in made:
             tmp = tmp_path_factory.mktemp(script)
-            proc = run_group(drive(script, tmp / "out", *flags(script, tmp, 6, run_name="d", checkpoint_every=2)),
-                             timeout=180)
+            proc = run_group(
+                drive(script, tmp / "out", *flags(script, tmp, 6, run_name="d", checkpoint_every=2)), timeout=180
+            )
             assert proc.returncode == 0, proc.stderr[-3000:]
             made[script] = (tmp, proc)
         return made[script]
+
     return get
 
 
@@ -129,8 +150,9 @@ def test_two_processes_train_one_model_on_envs_seeded_apart(two_process_runs, na
     assert [r["iteration"] for r in records] == [6, 6]
     state = torch.load(tmp / "runs" / "d" / "checkpoints" / "latest.pt", weights_only=True)
     assert state["global_step"] == 6 * 4 * TINY[name]["num_steps"]  # every process's steps count
-    assert len(state["rng_by_rank"]) == 2 and not torch.equal(state["rng_by_rank"][0]["torch"],
-                                                              state["rng_by_rank"][1]["torch"])
+    assert len(state["rng_by_rank"]) == 2 and not torch.equal(
+        state["rng_by_rank"][0]["torch"], state["rng_by_rank"][1]["torch"]
+    )
     assert same_weights(state["model"], models[0])
 
 
@@ -154,29 +176,38 @@ def test_sample_plays_a_distributed_runs_checkpoint(two_process_runs, tmp_path):
     import sample
 
     run_tmp, _ = two_process_runs("ppo_atari")
-    summary = sample.play(sample.Args(checkpoint=str(run_tmp / "runs" / "d"), episodes=1, max_episode_frames=120,
-                                      cuda=False))
+    summary = sample.play(
+        sample.Args(checkpoint=str(run_tmp / "runs" / "d"), episodes=1, max_episode_frames=120, cuda=False)
+    )
     assert summary["trained_steps"] == 6 * 4 * TINY["ppo_atari"]["num_steps"] and len(summary["episodes"]) == 1
 
 
 def test_resuming_on_another_number_of_processes_continues_and_says_the_rng_was_reseeded(
-        two_process_runs, tmp_path, capsys):
+    two_process_runs, tmp_path, capsys
+):
     import a2c_atari
 
     run_tmp, _ = two_process_runs("a2c_atari")
     ckpt = run_tmp / "runs" / "d" / "checkpoints" / "iter_000004.pt"
     batch = 4 * TINY["a2c_atari"]["num_steps"]
-    out = a2c_atari.train(a2c_atari.Args(**{**TINY["a2c_atari"], "num_envs": 4}, resume=str(ckpt), cuda=False,
-                                         total_timesteps=8 * batch, eval_every=0, log_interval=1e9,
-                                         max_episode_frames=120))
+    out = a2c_atari.train(
+        a2c_atari.Args(
+            **{**TINY["a2c_atari"], "num_envs": 4},
+            resume=str(ckpt),
+            cuda=False,
+            total_timesteps=8 * batch,
+            eval_every=0,
+            log_interval=1e9,
+            max_episode_frames=120,
+        )
+    )
     assert out["global_step"] == 8 * batch and out["iteration"] == 8
     assert "resuming on 1 process(es) a run checkpointed on 2" in capsys.readouterr().out
 
 
 def test_a_num_envs_that_the_processes_do_not_divide_is_one_sentence_from_each(tmp_path):
     proc = run_group(drive("ppo_atari", tmp_path / "out", *flags("ppo_atari", tmp_path, 2, num_envs=3)), timeout=120)
-    sentence = ("error: --num-envs (3) is the total over all processes, so it must be divisible by their "
-                "number (2).")
+    sentence = "error: --num-envs (3) is the total over all processes, so it must be divisible by their number (2)."
     assert proc.returncode != 0 and proc.stderr.count(sentence) == 2
     assert not (tmp_path / "runs").exists()
 
@@ -193,8 +224,9 @@ def wait_for(predicate, timeout=120):
 def test_sigint_to_torchrun_stops_every_process_at_one_iteration_with_one_checkpoint(tmp_path):
     out = tmp_path / "out"
     cmd = drive("ppo_atari", out, *flags("ppo_atari", tmp_path, 100_000, run_name="sig", checkpoint_every=0))
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         # both processes are training (a fixed sleep after start-up raced a loaded machine)
         assert wait_for(lambda: len(list(out.glob("rolled_out_*"))) == 2)
@@ -244,10 +276,22 @@ def test_a_killed_worker_is_restarted_from_the_latest_checkpoint_on_the_same_ste
 
 def test_two_machines_on_one_box_train_together(tmp_path):
     out, port = tmp_path / "out", free_port()
-    cmds = [drive("a2c_atari", out, *flags("a2c_atari", tmp_path, 4, run_name="m"), nproc=1, nnodes=2,
-                  node_rank=node, port=port) for node in (0, 1)]
-    procs = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True) for c in cmds]
+    cmds = [
+        drive(
+            "a2c_atari",
+            out,
+            *flags("a2c_atari", tmp_path, 4, run_name="m"),
+            nproc=1,
+            nnodes=2,
+            node_rank=node,
+            port=port,
+        )
+        for node in (0, 1)
+    ]
+    procs = [
+        subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        for c in cmds
+    ]
     try:
         results = [p.communicate(timeout=180) for p in procs]
     finally:

@@ -79,7 +79,7 @@ def test_tf_rmsprop_in_foreach_kernels_equals_the_per_parameter_loop(module):
     square_avgs = [torch.ones_like(p) for p in params]
     optimizer = module.RMSpropTF(params, lr=7e-4, alpha=0.99, eps=1e-5)
     for step in range(5):
-        grads = [torch.randn_like(p) * 10 ** -step for p in params]
+        grads = [torch.randn_like(p) * 10**-step for p in params]
         for p, g in zip(params, grads):
             p.grad = None if (step == 2 and p is params[2]) else g.clone()  # a parameter without gradient is left alone
         optimizer.step()
@@ -96,19 +96,24 @@ def test_sample_holds_the_agent_channels_last_as_training_does(tmp_path, monkeyp
     checkpoint = A.train(tiny_args(A, tmp_path, iterations=1, run_name="trained"))["checkpoint"]
     agents = []
     play_games = sample.play_games
-    monkeypatch.setattr(sample, "play_games", lambda args, module, agent, *rest: agents.append(agent) or
-                        play_games(args, module, agent, *rest))
+    monkeypatch.setattr(
+        sample,
+        "play_games",
+        lambda args, module, agent, *rest: agents.append(agent) or play_games(args, module, agent, *rest),
+    )
     sample.play(sample.Args(checkpoint=checkpoint, episodes=1, max_episode_frames=200, cuda=False, env_backend="ale"))
     weight = agents[0].network[0].weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
-def test_sync_budget_one_copy_of_actions_per_env_group_step_and_one_of_figures_per_update(script, tmp_path,
-                                                                                         monkeypatch):
+def test_sync_budget_one_copy_of_actions_per_env_group_step_and_one_of_figures_per_update(
+    script, tmp_path, monkeypatch
+):
     """Calls that wait for a GPU (.item(), .tolist(), .cpu(), bool(tensor)), counted per iteration as the
     difference between a 2- and a 4-iteration run, so start-up and the end of the run do not count."""
     counts = collections.Counter()
     for name in ["item", "tolist", "cpu", "__bool__"]:
+
         def counting(self, *args, _name=name, _method=getattr(torch.Tensor, name), **kwargs):
             counts[_name] += 1
             return _method(self, *args, **kwargs)
@@ -137,13 +142,17 @@ def test_sps_after_warmup_leaves_out_a_slow_first_iteration(script, tmp_path, mo
     monkeypatch.setattr(script, "collect_rollout", slow_first)
     out = script.train(tiny_args(script, tmp_path, iterations=5, run_name="warm", log_interval=1e-6))
     assert out["sps_after_warmup"] > 1.5 * out["sps"]
-    progress = [float(line.split("SPS ")[1].split(" |")[0].replace(",", "")) for line in
-                capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    progress = [
+        float(line.split("SPS ")[1].split(" |")[0].replace(",", ""))
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("step ")
+    ]
     assert progress[-1] > 1.5 * out["sps"]  # the progress line reads the last window, not the average from the start
 
 
 def test_under_torchrun_games_and_the_stop_flag_are_agreed_every_few_iterations_not_every_one(tmp_path, monkeypatch):
     gathers, reductions = [], []
+
     def all_gather(item, procs):  # the other process finishes one game (7.0) per gather
         gathers.append(item)
         return [item, [(7.0, 70)] if isinstance(item, list) else item]

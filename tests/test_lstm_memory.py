@@ -49,8 +49,9 @@ def test_the_three_modes_play_whole_games_and_as_trained_is_the_script_own_evalu
     args = tiny_args(L, tmp_path, iterations=1, run_name="tiny", max_episode_frames=400)
     L.train(args)
     out = tmp_path / "memory.json"
-    results = lstm_memory.main(lstm_memory.Args(str(tmp_path / "runs" / "tiny"), episodes=3, env_backend="ale",
-                                                seed=7, out=str(out)))
+    results = lstm_memory.main(
+        lstm_memory.Args(str(tmp_path / "runs" / "tiny"), episodes=3, env_backend="ale", seed=7, out=str(out))
+    )
     assert set(results["modes"]) == set(lstm_memory.MODES)
     assert all(len(r["scores"]) == 3 for r in results["modes"].values())
     assert json.loads(out.read_text())["modes"] == results["modes"]

@@ -40,9 +40,11 @@ def scripted_rollout(script, backend, overlap: bool, actions: np.ndarray):
 
         generator = torch.Generator().manual_seed(1)
         state = (torch.randn(1, NUM_ENVS, 16, generator=generator), torch.randn(1, NUM_ENVS, 16, generator=generator))
-        games, state, _ = script.collect_rollout(policy, envs, buf, state, torch.zeros(NUM_ENVS, dtype=torch.bool),
-                                                 args, CPU)
+        games, state, _ = script.collect_rollout(
+            policy, envs, buf, state, torch.zeros(NUM_ENVS, dtype=torch.bool), args, CPU
+        )
     else:
+
         def policy(obs):
             return *chosen(obs), torch.zeros(len(obs))
 

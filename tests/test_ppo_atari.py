@@ -75,18 +75,34 @@ def test_transitions_straddling_a_reset_do_not_enter_the_loss(backend):
 
     def loss_and_grads(actions, logprobs, values, advantages, returns):
         agent.zero_grad()
-        loss, _ = P.ppo_loss(agent, obs, actions, logprobs, advantages.flatten(), returns.flatten(),
-                             values, mask, clip_coef=0.1, clip_vloss=True, norm_adv=True, ent_coef=0.01, vf_coef=0.5)
+        loss, _ = P.ppo_loss(
+            agent,
+            obs,
+            actions,
+            logprobs,
+            advantages.flatten(),
+            returns.flatten(),
+            values,
+            mask,
+            clip_coef=0.1,
+            clip_vloss=True,
+            norm_adv=True,
+            ent_coef=0.01,
+            vf_coef=0.5,
+        )
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in agent.parameters()]
 
     actions, logprobs, values = buf.actions.flatten(), buf.logprobs.flatten(), buf.values.flatten()
     base = loss_and_grads(actions, logprobs, values, advantages, returns)
     invalid = ~mask.bool()
-    garbage = loss_and_grads(torch.where(invalid, (actions + 1) % agent.actor.out_features, actions),
-                             torch.where(invalid, logprobs - 3.0, logprobs), torch.where(invalid, values + 50, values),
-                             torch.where(invalid.view(64, 3), advantages + 100, advantages),
-                             torch.where(invalid.view(64, 3), returns - 100, returns))
+    garbage = loss_and_grads(
+        torch.where(invalid, (actions + 1) % agent.actor.out_features, actions),
+        torch.where(invalid, logprobs - 3.0, logprobs),
+        torch.where(invalid, values + 50, values),
+        torch.where(invalid.view(64, 3), advantages + 100, advantages),
+        torch.where(invalid.view(64, 3), returns - 100, returns),
+    )
     assert torch.allclose(base[0], garbage[0])
     assert all(torch.allclose(a, b) for a, b in zip(base[1], garbage[1]))
 
@@ -135,8 +151,21 @@ def test_loss_at_the_collecting_policy_has_no_kl_and_no_clipping():
     agent = P.Agent(4)
     obs, action, logprob, value = minibatch(agent)
     adv = torch.randn(32)
-    _, figures = P.ppo_loss(agent, obs, action, logprob, adv, value + adv, value, torch.ones(32),
-                            clip_coef=0.1, clip_vloss=True, norm_adv=True, ent_coef=0.01, vf_coef=0.5)
+    _, figures = P.ppo_loss(
+        agent,
+        obs,
+        action,
+        logprob,
+        adv,
+        value + adv,
+        value,
+        torch.ones(32),
+        clip_coef=0.1,
+        clip_vloss=True,
+        norm_adv=True,
+        ent_coef=0.01,
+        vf_coef=0.5,
+    )
     assert figures.keys() == {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"}
     assert abs(figures["approx_kl"].item()) < 1e-6 and figures["clipfrac"].item() == 0.0
     assert abs(figures["policy_loss"].item()) < 1e-5  # -mean(normalised advantage) at ratio 1
@@ -169,12 +198,14 @@ def test_clipped_value_loss_takes_the_larger_of_the_two_errors():
     returns = value + 1.0
     old_values = value - 0.5  # new values sit outside old +- clip: clipped prediction is worse
     settings = dict(clip_coef=0.1, norm_adv=False, ent_coef=0.0, vf_coef=0.5)
-    _, unclipped = P.ppo_loss(agent, obs, action, logprob, torch.zeros(32), returns, old_values,
-                              torch.ones(32), clip_vloss=False, **settings)
-    _, clipped = P.ppo_loss(agent, obs, action, logprob, torch.zeros(32), returns, old_values,
-                            torch.ones(32), clip_vloss=True, **settings)
+    _, unclipped = P.ppo_loss(
+        agent, obs, action, logprob, torch.zeros(32), returns, old_values, torch.ones(32), clip_vloss=False, **settings
+    )
+    _, clipped = P.ppo_loss(
+        agent, obs, action, logprob, torch.zeros(32), returns, old_values, torch.ones(32), clip_vloss=True, **settings
+    )
     assert unclipped["value_loss"].item() == pytest.approx(0.5, rel=1e-4)  # 0.5 * 1^2
-    assert clipped["value_loss"].item() == pytest.approx(0.5 * 1.4 ** 2, rel=1e-4)  # (old + 0.1) is 1.4 short
+    assert clipped["value_loss"].item() == pytest.approx(0.5 * 1.4**2, rel=1e-4)  # (old + 0.1) is 1.4 short
 
 
 def test_target_kl_stops_the_update_after_the_offending_minibatch():
@@ -183,8 +214,15 @@ def test_target_kl_stops_the_update_after_the_offending_minibatch():
         agent = P.Agent(4).to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(agent.parameters(), lr=1e-2, eps=1e-5)
         obs, action, logprob, value = minibatch(agent, n=64)
-        batch = {"frames": obs.permute(0, 2, 3, 1).contiguous(), "actions": action, "old_logprobs": logprob,
-                 "advantages": torch.randn(64), "returns": value, "old_values": value, "valid": torch.ones(64)}
+        batch = {
+            "frames": obs.permute(0, 2, 3, 1).contiguous(),
+            "actions": action,
+            "old_logprobs": logprob,
+            "advantages": torch.randn(64),
+            "returns": value,
+            "old_values": value,
+            "valid": torch.ones(64),
+        }
         args = P.Args(update_epochs=4, num_minibatches=4, target_kl=target_kl)
         P.ppo_update(agent, opt, P.ppo_loss, batch, args, 16)
         return int(opt.state[agent.actor.weight]["step"])
@@ -235,9 +273,15 @@ def test_decay_steps_zero_is_the_run_own_schedule_bit_for_bit():
 def test_update_sums_its_logged_figures_over_processes_once_not_every_minibatch():
     torch.manual_seed(0)
     n, calls = 32, []
-    batch = {"frames": torch.randint(0, 255, (n, 84, 84, 4), dtype=torch.uint8), "actions": torch.randint(0, 4, (n,)),
-             "old_logprobs": torch.full((n,), -1.386), "advantages": torch.randn(n), "returns": torch.randn(n),
-             "old_values": torch.randn(n), "valid": torch.ones(n)}
+    batch = {
+        "frames": torch.randint(0, 255, (n, 84, 84, 4), dtype=torch.uint8),
+        "actions": torch.randint(0, 4, (n,)),
+        "old_logprobs": torch.full((n,), -1.386),
+        "advantages": torch.randn(n),
+        "returns": torch.randn(n),
+        "old_values": torch.randn(n),
+        "valid": torch.ones(n),
+    }
     agent = P.Agent(4)
     optimizer = torch.optim.Adam(agent.parameters(), lr=1e-4)
     args = P.Args(update_epochs=2, num_minibatches=4)

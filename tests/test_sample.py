@@ -50,8 +50,11 @@ def test_writes_video_and_frames_of_each_game(script, checkpoint, tmp_path):
     import imageio_ffmpeg
     from PIL import Image
 
-    summary = sample.play(play_args(checkpoint, tmp_path, episodes=2, save_video=str(tmp_path / "video"),
-                                    save_frames=str(tmp_path / "frames")))
+    summary = sample.play(
+        play_args(
+            checkpoint, tmp_path, episodes=2, save_video=str(tmp_path / "video"), save_frames=str(tmp_path / "frames")
+        )
+    )
     for k, episode in enumerate(summary["episodes"]):
         video = tmp_path / "video" / f"episode_{k:03d}.mp4"  # MP4 on every machine, no system ffmpeg needed
         assert episode["video"] == str(video)
@@ -79,8 +82,9 @@ def test_another_game_needs_the_same_action_space(tmp_path):
 
 
 def run_sample(*flags, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "sample.py"), *flags], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sample.py"), *flags], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def one_sentence_error(proc):
@@ -99,9 +103,13 @@ def test_bad_files_are_refused_with_one_sentence(tmp_path):
     (tmp_path / "truncated.pt").write_bytes(open(good, "rb").read()[:2000])
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     torch.save({**state, "script": "dqn_atari"}, tmp_path / "other_script.pt")
-    cases = {"missing.pt": "does not exist", "empty.pt": "is empty", "truncated.pt": "not a loadable checkpoint",
-             "foreign.pt": "not a checkpoint written by these scripts",
-             "other_script.pt": "written by dqn_atari.py, which is not in"}
+    cases = {
+        "missing.pt": "does not exist",
+        "empty.pt": "is empty",
+        "truncated.pt": "not a loadable checkpoint",
+        "foreign.pt": "not a checkpoint written by these scripts",
+        "other_script.pt": "written by dqn_atari.py, which is not in",
+    }
     for name, message in cases.items():
         assert message in one_sentence_error(run_sample(str(tmp_path / name), cwd=tmp_path)), name
     assert "--episodes must be positive" in one_sentence_error(run_sample(good, "--episodes", "0", cwd=tmp_path))

@@ -20,7 +20,7 @@ def harness(script_name):
     """The text below the divider line (the divider included)."""
     src = (ROOT / f"{script_name}.py").read_text()
     assert src.count(DIVIDER) == 1, f"{script_name}.py needs exactly one divider line"
-    return src[src.rindex("\n", 0, src.index(DIVIDER)):]
+    return src[src.rindex("\n", 0, src.index(DIVIDER)) :]
 
 
 def test_the_harness_below_the_divider_is_byte_identical_in_every_script():
@@ -49,8 +49,16 @@ DIFFERS_ON_PURPOSE = {
     "learning_rate_at": "PPO's anneals per iteration to 0 (CleanRL's schedule), A2C's per step to --lr-final",
     "train": "the learning code itself, which is what differs between the algorithms",
 }
-FEEDFORWARD_SHARED = ["NETWORK_ARGS", "Agent", "policy_step", "RolloutBuffer", "collect_rollout", "send_actions",
-                      "receive_step", "evaluation_policy"]
+FEEDFORWARD_SHARED = [
+    "NETWORK_ARGS",
+    "Agent",
+    "policy_step",
+    "RolloutBuffer",
+    "collect_rollout",
+    "send_actions",
+    "receive_step",
+    "evaluation_policy",
+]
 # Common Args fields that one script sets apart on purpose, and why.
 COMMON_ARGS_DIFFER = {("a2c_lstm_atari", "frame_stack"): "its help says why 4 frames, not 1"}
 
@@ -96,7 +104,7 @@ def common_args_fields(script_name):
     for i, node in enumerate(body):
         if isinstance(node, ast.AnnAssign) and node.lineno > begin:
             doc = body[i + 1] if i + 1 < len(body) and isinstance(body[i + 1], ast.Expr) else node
-            fields[node.target.id] = "\n".join(lines[node.lineno - 1:doc.end_lineno])
+            fields[node.target.id] = "\n".join(lines[node.lineno - 1 : doc.end_lineno])
     return fields
 
 
@@ -133,8 +141,7 @@ def test_unknown_game_is_a_usage_error(script):
 
 
 def step(stats, rewards, terminated=(False,), truncated=(False,), lives=(3,)):
-    return stats.update(np.array(rewards, np.float32), np.array(terminated), np.array(truncated),
-                        np.array(lives))
+    return stats.update(np.array(rewards, np.float32), np.array(terminated), np.array(truncated), np.array(lives))
 
 
 def test_life_loss_does_not_end_the_logged_game(script):

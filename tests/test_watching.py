@@ -83,6 +83,7 @@ def test_the_video_holds_env_0s_first_game_from_its_first_screen_to_its_end(scri
                 out = step(actions)
                 lengths.append(bool(out[2][0] or out[3][0]))
                 return out
+
             envs.step = counting
         return envs
 
@@ -158,8 +159,8 @@ def wandb_records(path):
         if block - pos % block < 7:  # a block's tail too short for a record header is padding
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 2, 3, 4):  # full, first, middle, last
             pieces = chunk if kind in (1, 2) else pieces + chunk
             if kind in (1, 4):
@@ -191,13 +192,14 @@ def test_track_mirrors_config_returns_evaluations_and_videos_to_an_offline_wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    args = watched_args(a2c_atari, tmp_path, iterations=12, capture_video=True, track=True, checkpoint_every=6,
-                        max_episode_frames=80)
+    args = watched_args(
+        a2c_atari, tmp_path, iterations=12, capture_video=True, track=True, checkpoint_every=6, max_episode_frames=80
+    )
     first = a2c_atari.train(dataclasses.replace(args, total_timesteps=6 * args.num_envs * args.num_steps))
     a2c_atari.train(dataclasses.replace(args, resume=first["run_dir"], run_name=None))
     runs = offline_runs(tmp_path / "runs" / "watched")
     assert len(runs) == 1  # the resumed run continued the same W&B run
-    (run_id, parts), = runs.items()
+    ((run_id, parts),) = runs.items()
     assert len(parts) == 2
     config, keys = parts[0]
     assert config["env_id"] == '"Breakout-v5"' and config["seed"] == "1" and config["track"] == "true"
@@ -219,8 +221,9 @@ def test_a_wandb_failure_is_one_warning_and_training_goes_on(tmp_path, monkeypat
     out = ppo_atari.train(args)
     assert out["global_step"] == 2 * args.num_envs * args.num_steps
     warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
-    assert warnings == ["warning: W&B tracking could not start (could not reach the W&B server); "
-                        "going on with TensorBoard alone."]
+    assert warnings == [
+        "warning: W&B tracking could not start (could not reach the W&B server); going on with TensorBoard alone."
+    ]
     assert "wandb_id" not in torch.load(out["checkpoint"], weights_only=True)
 
 

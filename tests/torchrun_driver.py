@@ -54,6 +54,6 @@ def recording_exit(code):  # main() leaves a finished torchrun run through os._e
 module.make_envs, module.collect_rollout = recording_make_envs, recording_collect_rollout
 module.RunLog.finish = recording_finish
 os._exit = recording_exit
-sys.argv = [f"{script}.py"] + sys.argv[sys.argv.index("--") + 1:]
+sys.argv = [f"{script}.py"] + sys.argv[sys.argv.index("--") + 1 :]
 module.main()
 recording_exit(1)  # main() returned without leaving: not what a torchrun process should do
