@@ -1,0 +1,120 @@
+"""How large is the input the actor and critic heads read? For a fresh agent or a checkpoint.
+
+    python benchmarks/head_inputs.py --script a2c_lstm_atari
+    python benchmarks/head_inputs.py --script a2c_atari --checkpoint runs/<run>/checkpoints/iter_005000.pt
+
+Plays --steps steps of random actions in --num-envs envs through the script's own envs, episode
+statistics and frame stack, then feeds those observations to the agent. The feed-forward agent's heads
+read the trunk's 512 ReLU features; the LSTM agent's read the LSTM output, unrolled from a zero state
+over the same steps (state zeroed where a game starts). Prints, as JSON, the mean |x| per unit and the
+L1 norm per observation of that input (and of the LSTM agent's trunk). RMSprop moves each head weight
+by about the learning rate whatever its gradient, so a smaller input moves the logits less per update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import tyro
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Args:
+    script: Literal["a2c_atari", "a2c_lstm_atari", "ppo_atari"] = "a2c_lstm_atari"
+    """training script whose Agent is measured"""
+    checkpoint: Optional[str] = None
+    """checkpoint of that script (default: a fresh agent, initialised with --seed)"""
+    env_id: str = "Breakout-v5"
+    """game of the random play (a checkpoint's own game when one is given)"""
+    frame_stack: int = 4
+    """frames per observation (a checkpoint's own when one is given)"""
+    steps: int = 64
+    """steps of random play per env"""
+    num_envs: int = 16
+    """envs of random play"""
+    seed: int = 1
+    """seed of the envs, the random actions and a fresh agent"""
+    env_backend: Literal["auto", "envpool", "ale"] = "auto"
+    """emulator backend"""
+
+
+def random_play(module, args, steps: int, num_envs: int, backend: str, seed: int):
+    """(observations (steps, envs, frame_stack, 84, 84) uint8, game starts (steps, envs) bool, number of actions)."""
+    envs = module.make_envs(args, backend, seed, num_envs)
+    frames, lives = envs.reset()
+    stack, stats = (
+        module.FrameStack(num_envs, args.frame_stack, torch.device("cpu")),
+        module.EpisodeStats(num_envs, lives),
+    )
+    new_game, rng, observations, starts = np.ones(num_envs, dtype=bool), np.random.default_rng(seed), [], []
+    stack.push(torch.from_numpy(frames), torch.from_numpy(new_game))
+    try:
+        for _ in range(steps):
+            observations.append(stack.obs.clone())
+            starts.append(torch.from_numpy(new_game.copy()))
+            new_game = stats.ended.copy()  # these envs reset on this step
+            frames, rewards, terminated, truncated, lives = envs.step(rng.integers(envs.num_actions, size=num_envs))
+            stats.update(rewards, terminated, truncated, lives)
+            stack.push(torch.from_numpy(frames), torch.from_numpy(new_game))
+    finally:
+        envs.close()
+    return torch.stack(observations), torch.stack(starts), envs.num_actions
+
+
+@torch.no_grad()
+def head_inputs(module, agent, obs: torch.Tensor, starts: torch.Tensor) -> dict:
+    """Mean |x| per unit and L1 norm per observation of what the heads read (and the LSTM agent's trunk)."""
+    steps, num_envs = starts.shape
+    trunk = agent.network(obs.flatten(0, 1).float().contiguous(memory_format=torch.channels_last))
+    figures = {}
+    if hasattr(agent, "lstm"):
+        state = agent.initial_state(num_envs, torch.device("cpu"))
+        out, _ = module.unroll_lstm(agent.lstm, trunk.view(steps, num_envs, -1), state, starts)
+        figures["cnn_mean_abs"] = trunk.abs().mean().item()
+        trunk = out.flatten(0, 1)
+    return {"mean_abs": trunk.abs().mean().item(), "l1": trunk.abs().sum(-1).mean().item(), **figures}
+
+
+def main(args: Args) -> dict:
+    sys.path.insert(0, str(ROOT))
+    module = importlib.import_module(args.script)
+    script_args = module.Args(env_id=args.env_id, frame_stack=args.frame_stack, cuda=False)
+    state = None
+    if args.checkpoint:
+        try:
+            state = module.load_checkpoint(args.checkpoint)
+        except module.UsageError as e:
+            sys.exit(f"error: {e}")
+        if state["script"] != module.SCRIPT:
+            sys.exit(f"error: {state['path']!r} was written by {state['script']}.py, not {args.script}.py.")
+        script_args = dataclasses.replace(module.Args(**state["args"]), cuda=False)
+    backend = module.resolve_backend(args.env_backend)
+    obs, starts, num_actions = random_play(module, script_args, args.steps, args.num_envs, backend, args.seed)
+    torch.manual_seed(args.seed)
+    sizes = {"lstm_hidden_size": script_args.lstm_hidden_size} if hasattr(script_args, "lstm_hidden_size") else {}
+    agent = module.Agent(num_actions, script_args.frame_stack, **sizes)
+    if state:
+        agent.load_state_dict(state["model"])
+    result = {
+        "script": args.script,
+        "agent": f"{state['path']} (step {state['global_step']:,})" if state else f"fresh, seed {args.seed}",
+        "how": f"{args.steps} steps x {args.num_envs} envs of random play on {script_args.env_id} ({backend}, "
+        f"seed {args.seed}, {script_args.frame_stack} stacked frames)",
+        **head_inputs(module, agent, obs, starts),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

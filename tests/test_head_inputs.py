@@ -1,0 +1,55 @@
+"""benchmarks/head_inputs.py: the size of what the actor and critic heads read."""
+
+import sys
+
+import torch
+from conftest import BACKENDS, ROOT
+
+import a2c_atari as A
+import a2c_lstm_atari as L
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import head_inputs  # noqa: E402
+
+
+def test_the_lstm_agents_heads_read_its_lstm_output_zeroed_where_a_game_starts():
+    torch.manual_seed(0)
+    agent = L.Agent(4, frame_stack=2, lstm_hidden_size=8)
+    obs = torch.randint(0, 255, (5, 3, 2, 84, 84), dtype=torch.uint8)
+    starts = torch.zeros(5, 3, dtype=torch.bool)
+    starts[0], starts[2, 1] = True, True  # env 1 starts a new game at step 2
+    with torch.no_grad():  # the heads' input, one step at a time, as the agent's step() computes it
+        trunk = agent.network(obs.flatten(0, 1).float()).view(5, 3, -1)
+        h, c = agent.initial_state(3, torch.device("cpu"))
+        outputs = []
+        for t in range(5):
+            keep = (~starts[t]).float().view(1, -1, 1)
+            out, (h, c) = agent.lstm(trunk[t : t + 1], (h * keep, c * keep))
+            outputs.append(out[0])
+    expected = torch.stack(outputs)
+    figures = head_inputs.head_inputs(L, agent, obs, starts)
+    assert abs(figures["mean_abs"] - expected.abs().mean().item()) < 1e-6
+    assert abs(figures["l1"] - expected.abs().sum(-1).mean().item()) < 1e-5
+    assert abs(figures["cnn_mean_abs"] - trunk.abs().mean().item()) < 1e-6
+
+
+def test_the_feedforward_agents_heads_read_its_trunk():
+    torch.manual_seed(0)
+    agent = A.Agent(4, frame_stack=2)
+    obs = torch.randint(0, 255, (3, 2, 2, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        features = agent.network(obs.flatten(0, 1).float())
+    figures = head_inputs.head_inputs(A, agent, obs, torch.zeros(3, 2, dtype=torch.bool))
+    assert abs(figures["l1"] - features.abs().sum(-1).mean().item()) < 1e-4 and "cnn_mean_abs" not in figures
+
+
+def test_random_play_marks_game_starts_and_the_command_reports_both_agents():
+    args = L.Args(env_id="Breakout-v5", frame_stack=2, cuda=False)
+    obs, starts, num_actions = head_inputs.random_play(L, args, 6, 2, BACKENDS[0], seed=3)
+    assert obs.shape == (6, 2, 2, 84, 84) and obs.dtype == torch.uint8 and num_actions == 4
+    assert starts[0].all() and not starts[1:].any()  # no game of Breakout ends within 6 random steps
+    for script in ["a2c_atari", "a2c_lstm_atari"]:
+        result = head_inputs.main(
+            head_inputs.Args(script=script, steps=3, num_envs=2, frame_stack=2, env_backend=BACKENDS[0])
+        )
+        assert result["script"] == script and result["l1"] > 0 and ("cnn_mean_abs" in result) == (script != "a2c_atari")
