@@ -88,6 +88,8 @@ def head_inputs(module, agent, obs: torch.Tensor, starts: torch.Tensor) -> dict:
 def main(args: Args) -> dict:
     sys.path.insert(0, str(ROOT))
     module = importlib.import_module(args.script)
+    if args.steps < 1 or args.num_envs < 1:
+        sys.exit(f"error: --steps and --num-envs must be positive, got {args.steps} and {args.num_envs}.")
     script_args = module.Args(env_id=args.env_id, frame_stack=args.frame_stack, cuda=False)
     state = None
     if args.checkpoint:

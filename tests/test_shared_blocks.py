@@ -44,7 +44,6 @@ DIFFERS_ON_PURPOSE = {
     "RolloutBuffer": "also holds the episode starts and the LSTM state at the rollout's start",
     "collect_rollout": "carries the LSTM state and records episode starts",
     "send_actions": "advances the group's columns of the LSTM state",
-    "receive_step": "records episode starts",
     "evaluation_policy": "carries the LSTM state",
     "learning_rate_at": "PPO's anneals per iteration to 0 (CleanRL's schedule), A2C's per step to --lr-final",
     "train": "the learning code itself, which is what differs between the algorithms",
