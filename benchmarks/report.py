@@ -8,7 +8,8 @@ return (mean of the last 100 games of each seed), its mean and std over seeds, S
 next to the published references in published_scores.json (with their sources and budgets) and,
 from the published learning curves, the same algorithm's published return at the run's own budget.
 A run shorter than a reference's budget is labelled with its own budget, never placed as if it
-were a 10M-step result. Curves: return vs agent steps, mean over seeds with the min-max band,
+were a 10M-step result; `--at-steps 3000000` also reads every seed at 3M (a longer run's 3M
+figure). Curves: return vs agent steps, mean over seeds with the min-max band,
 beside the published curves of the same algorithm up to the runs' budget (a 10M-step final is
 drawn as a line only for runs that reach it); the legend sits outside the axes.
 
@@ -25,7 +26,7 @@ import json
 import re
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -52,6 +53,9 @@ class Args:
     """final return = mean of this many last games of a run"""
     hardware: Optional[str] = None
     """hardware line for the report (default: what benchmarks/run.py recorded in each run's benchmark.json)"""
+    at_steps: list[int] = field(default_factory=list)
+    """also read each seed's return at these agent steps (mean of the last --last-episodes games finished by
+    then), beside the published curves there: the 3M figure of a longer run"""
 
 
 def read_run(run_dir: Path) -> Optional[dict]:
@@ -137,8 +141,8 @@ def game_name(env_id: str) -> str:
     return name.replace("NoFrameskip", "")
 
 
-def summarise(runs: list[dict], last_episodes: int) -> dict:
-    """{(script, game): figures over seeds}."""
+def summarise(runs: list[dict], last_episodes: int, at_steps: tuple = ()) -> dict:
+    """{(script, game): figures over seeds}; `along` holds each seed's return at the `at_steps` every seed reached."""
     groups = defaultdict(list)
     for r in runs:
         groups[(r.get("label", r["script"]), game_name(r["env_id"]))].append(r)
@@ -157,6 +161,11 @@ def summarise(runs: list[dict], last_episodes: int) -> dict:
             "steps": int(min(r["last_step"] for r in group)),
             "sps": float(np.mean([r["sps"] for r in group])),
             "wall_h": float(np.mean([r["wall_s"] for r in group]) / 3600),
+            "along": {
+                int(s): [float(curve(r, np.array([s]), last_episodes)[0]) for r in group]
+                for s in at_steps
+                if s <= min(r["last_step"] for r in group)
+            },
             "runs": group,
         }
     return table
@@ -251,7 +260,7 @@ def write_report(args: Args) -> Path:
                 "they are separate rows, not averaged.**"
             )
             notes += [note] if note not in notes else []
-    table = summarise(runs, args.last_episodes)
+    table = summarise(runs, args.last_episodes, tuple(args.at_steps))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recorded = sorted({m for r in runs for m in r["machines"]}) or sorted(
@@ -288,6 +297,15 @@ def write_report(args: Args) -> Path:
                 f"{row['sps']:,.0f} | {row['wall_h']:.2f} | {interval(row)} "
                 f"| {'; '.join(row['code'])} |"
             )
+        along = [(script, s, v) for script, row in rows.items() for s, v in row["along"].items()]
+        if along:
+            lines += ["", "Along the way (each seed's mean of its last games finished by then):", ""]
+            lines += ["| script | at | per seed | mean | published there |", "|---|---|---|---|---|"]
+            lines += [
+                f"| {script} | {budget_label(s)} | {', '.join(f'{x:.1f}' for x in v)} | {np.mean(v):.1f} "
+                f"| {published_at(curves, script, s)} |"
+                for script, s, v in along
+            ]
         game_refs = references_for(refs, game)
         if game_refs:
             lines += ["", "Published references:", "", "| reference | budget | return | source |", "|---|---|---|---|"]

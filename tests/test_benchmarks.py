@@ -185,6 +185,28 @@ def test_a_short_run_is_drawn_and_tabled_beside_the_published_curves_at_its_budg
     assert plot["legend_clear_of_axes"]
 
 
+def test_report_reads_each_seed_along_the_way_at_the_steps_asked(tmp_path):
+    runs_dir = tmp_path / "bench"
+    for seed, before, after in [(1, 3.0, 9.0), (2, 5.0, 11.0)]:  # 100 games over 5M steps: 60 by 3M, 40 after
+        synthetic_run(
+            runs_dir,
+            f"Breakout-v5__a2c_lstm_atari__{seed}",
+            [before] * 60 + [after] * 40,
+            sps=900.0,
+            last_step=5_000_000,
+            meta={"script": "a2c_lstm_atari", "env_id": "Breakout-v5", "seed": seed},
+        )
+    out = tmp_path / "out"
+    report.write_report(
+        report.Args(runs_dir=str(runs_dir), out_dir=str(out), last_episodes=20, at_steps=[3_000_000, 6_000_000])
+    )
+    row = json.loads((out / "report.json").read_text())["a2c_lstm_atari/Breakout"]
+    assert row["finals"] == [9.0, 11.0]
+    assert row["along"] == {"3000000": [3.0, 5.0]}  # the games finished by 3M; 6M was never reached: left out
+    text = (out / "report.md").read_text()
+    assert "| a2c_lstm_atari | 3M steps | 3.0, 5.0 | 4.0 | baselines a2c 49.3; SB3 zoo A2C 7.3 |" in text
+
+
 def test_runs_of_one_script_with_different_flags_are_rows_of_their_own(tmp_path):
     runs_dir = tmp_path / "bench"
     for seed, flags, final in [(1, "", 4.0), (2, "", 6.0), (1, "--autocast bf16", 5.0)]:
