@@ -896,10 +896,10 @@ def check_resume(state: dict, args: Args) -> None:
     saved = state["args"]
     if atari_game(saved["env_id"]) != atari_game(args.env_id):
         raise UsageError(f"{state['path']!r} is a checkpoint for {saved['env_id']}, not {args.env_id}.")
-    for name in NETWORK_ARGS:
-        if saved.get(name) != getattr(args, name):
-            raise UsageError(f"{state['path']!r} was trained with --{name.replace('_', '-')} "
-                             f"{saved.get(name)}, not {getattr(args, name)}.")
+    for name in NETWORK_ARGS:  # a checkpoint older than a flag was made at its default
+        if (was := saved.get(name, getattr(Args, name))) != getattr(args, name):
+            raise UsageError(f"{state['path']!r} was trained with --{name.replace('_', '-')} {was}, "
+                             f"not {getattr(args, name)}.")
 
 
 # --- Processes: data-parallel under torchrun; one process and no process group otherwise ----------

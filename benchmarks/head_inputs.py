@@ -81,7 +81,7 @@ def head_inputs(module, agent, obs: torch.Tensor, starts: torch.Tensor) -> dict:
         state = agent.initial_state(num_envs, torch.device("cpu"))
         out, _ = module.unroll_lstm(agent.lstm, trunk.view(steps, num_envs, -1), state, starts)
         figures["cnn_mean_abs"] = trunk.abs().mean().item()
-        trunk = out.flatten(0, 1)
+        trunk = agent.norm(out).flatten(0, 1)  # what the heads read (normalised with --lstm-layer-norm)
     return {"mean_abs": trunk.abs().mean().item(), "l1": trunk.abs().sum(-1).mean().item(), **figures}
 
 
@@ -103,7 +103,11 @@ def main(args: Args) -> dict:
     backend = module.resolve_backend(args.env_backend)
     obs, starts, num_actions = random_play(module, script_args, args.steps, args.num_envs, backend, args.seed)
     torch.manual_seed(args.seed)
-    sizes = {"lstm_hidden_size": script_args.lstm_hidden_size} if hasattr(script_args, "lstm_hidden_size") else {}
+    sizes = (
+        {"lstm_hidden_size": script_args.lstm_hidden_size, "layer_norm": script_args.lstm_layer_norm}
+        if hasattr(script_args, "lstm_hidden_size")
+        else {}
+    )
     agent = module.Agent(num_actions, script_args.frame_stack, **sizes)
     if state:
         agent.load_state_dict(state["model"])
