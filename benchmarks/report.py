@@ -241,6 +241,8 @@ def write_report(args: Args) -> Path:
 
     if not Path(args.runs_dir).is_dir():
         raise SystemExit(f"error: {args.runs_dir!r} is not a folder.")
+    if any(s < 1 for s in args.at_steps):
+        raise SystemExit(f"error: --at-steps takes positive agent steps, got {args.at_steps}.")
     runs = [r for d in sorted(Path(args.runs_dir).iterdir()) if d.is_dir() and (r := read_run(d))]
     if not runs:
         raise SystemExit(f"error: no runs with logged games under {args.runs_dir!r}.")

@@ -205,6 +205,8 @@ def test_report_reads_each_seed_along_the_way_at_the_steps_asked(tmp_path):
     assert row["along"] == {"3000000": [3.0, 5.0]}  # the games finished by 3M; 6M was never reached: left out
     text = (out / "report.md").read_text()
     assert "| a2c_lstm_atari | 3M steps | 3.0, 5.0 | 4.0 | baselines a2c 49.3; SB3 zoo A2C 7.3 |" in text
+    with pytest.raises(SystemExit, match="--at-steps takes positive agent steps, got \\[0\\]"):
+        report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), at_steps=[0]))
 
 
 def test_runs_of_one_script_with_different_flags_are_rows_of_their_own(tmp_path):
