@@ -51,7 +51,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "a2c_lstm_atari"
 # A checkpoint only loads into the same network:
-NETWORK_ARGS = ("frame_stack", "full_action_space", "lstm_hidden_size", "lstm_layer_norm")
+NETWORK_ARGS = ("frame_stack", "full_action_space", "lstm_hidden_size", "lstm_layer_norm", "lstm_skip")
 
 @dataclass
 class Args:
@@ -64,6 +64,7 @@ class Args:
     num_steps: int = 5  # steps per env per rollout = the BPTT unroll; one gradient step each (5: baselines' cnn_lstm)
     lstm_hidden_size: int = 256  # size of the LSTM state
     lstm_layer_norm: bool = False  # LayerNorm on the LSTM output: the heads read a unit-scale input (a control, README)
+    lstm_skip: bool = False  # the heads read the CNN's features beside the LSTM output (a skip connection, README)
     reset_on_life_loss: bool = False  # zero the LSTM state after a lost life too (default: only when a game starts)
     gamma: float = 0.99  # discount factor
     gae_lambda: float = 1.0  # 1.0: n-step bootstrapped returns (the original A2C); 0.95: GAE (skrl)
@@ -164,7 +165,8 @@ class Agent(nn.Module):
     """Nature-CNN trunk (Mnih et al. 2015), an LSTM, then an actor and a critic head. Takes uint8 observations
     (time, envs, frame_stack, 84, 84), channels_last as the frame stack holds them, and episode starts (time, envs)."""
 
-    def __init__(self, num_actions: int, frame_stack: int = 4, lstm_hidden_size: int = 256, layer_norm=False):
+    def __init__(self, num_actions: int, frame_stack: int = 4, lstm_hidden_size: int = 256, layer_norm=False,
+                 skip=False):
         super().__init__()
         self.network = nn.Sequential(
             layer_init(PixelConv2d(frame_stack, 32, 8, stride=4)), nn.ReLU(),
@@ -177,8 +179,9 @@ class Agent(nn.Module):
         for name, param in self.lstm.named_parameters():  # as CleanRL's ppo_atari_lstm.py
             nn.init.constant_(param, 0) if "bias" in name else nn.init.orthogonal_(param, 1.0)
         self.norm = nn.LayerNorm(lstm_hidden_size) if layer_norm else nn.Identity()
-        self.actor = layer_init(nn.Linear(lstm_hidden_size, num_actions), std=0.01)
-        self.critic = layer_init(nn.Linear(lstm_hidden_size, 1), std=1.0)
+        self.skip = skip
+        self.actor = layer_init(nn.Linear(lstm_hidden_size + 512 * skip, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(lstm_hidden_size + 512 * skip, 1), std=1.0)
 
     def initial_state(self, num_envs: int, device: torch.device) -> tuple:
         zeros = torch.zeros(1, num_envs, self.lstm.hidden_size, device=device)
@@ -193,6 +196,8 @@ class Agent(nn.Module):
         with torch.autocast(obs.device.type, enabled=False):
             outputs, state = unroll_lstm(self.lstm, hidden.view(steps, num_envs, -1).float(), state, starts, cuts)
             outputs = self.norm(outputs)
+            if self.skip:
+                outputs = torch.cat([outputs, hidden.view(steps, num_envs, -1).float()], -1)
         # fp32 outputs (a no-op without --autocast): the distributions and the losses stay fp32
         return self.actor(outputs).float(), self.critic(outputs).squeeze(-1).float(), state
 
@@ -405,7 +410,7 @@ def train(args: Args) -> dict:
     # each process's envs take the next num_envs seeds, so no two processes share one.
     envs = EnvGroups(args, backend, args.seed + (start_iteration - 1) * args.num_envs + procs.rank * num_envs,
                      num_envs, device)
-    agent = Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size, args.lstm_layer_norm)
+    agent = Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size, args.lstm_layer_norm, args.lstm_skip)
     agent = agent.to(device).to(memory_format=torch.channels_last)
     if args.optimizer == "rmsprop":
         optimizer = RMSpropTF(agent.parameters(), args.learning_rate, args.rmsprop_alpha, args.optimizer_eps)

@@ -211,6 +211,7 @@ def play(args: Args) -> dict:
             )
         extra = {"lstm_hidden_size": saved["lstm_hidden_size"]} if "lstm_hidden_size" in saved else {}
         extra |= {"layer_norm": True} if saved.get("lstm_layer_norm") else {}
+        extra |= {"skip": True} if saved.get("lstm_skip") else {}
         agent = module.Agent(state["num_actions"], saved["frame_stack"], **extra).to(device)
         agent = agent.to(memory_format=torch.channels_last)  # as training holds it: faster convolutions
         agent.load_state_dict(state["model"])

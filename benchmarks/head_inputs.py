@@ -104,7 +104,11 @@ def main(args: Args) -> dict:
     obs, starts, num_actions = random_play(module, script_args, args.steps, args.num_envs, backend, args.seed)
     torch.manual_seed(args.seed)
     sizes = (
-        {"lstm_hidden_size": script_args.lstm_hidden_size, "layer_norm": script_args.lstm_layer_norm}
+        {
+            "lstm_hidden_size": script_args.lstm_hidden_size,
+            "layer_norm": script_args.lstm_layer_norm,
+            "skip": script_args.lstm_skip,
+        }
         if hasattr(script_args, "lstm_hidden_size")
         else {}
     )

@@ -64,7 +64,9 @@ class HandledState(torch.nn.Module):
 
 def play(module, state: dict, mode: str, episodes: int, seed: int, backend: str) -> np.ndarray:
     args = dataclasses.replace(module.Args(**state["args"]), eval_episodes=episodes, cuda=False)
-    agent = module.Agent(state["num_actions"], args.frame_stack, args.lstm_hidden_size, args.lstm_layer_norm)
+    agent = module.Agent(
+        state["num_actions"], args.frame_stack, args.lstm_hidden_size, args.lstm_layer_norm, args.lstm_skip
+    )
     agent.load_state_dict(state["model"])
     agent.eval()
     return module.evaluate(HandledState(agent, mode), args, module.resolve_backend(backend), torch.device("cpu"), seed)
