@@ -1,4 +1,4 @@
-"""How large is the input the actor and critic heads read? For a fresh agent or a checkpoint.
+"""How large is the input the actor and critic heads read, and how much gradient reaches each part?
 
     python benchmarks/head_inputs.py --script a2c_lstm_atari
     python benchmarks/head_inputs.py --script a2c_atari --checkpoint runs/<run>/checkpoints/iter_005000.pt
@@ -6,9 +6,14 @@
 Plays --steps steps of random actions in --num-envs envs through the script's own envs, episode
 statistics and frame stack, then feeds those observations to the agent. The feed-forward agent's heads
 read the trunk's 512 ReLU features; the LSTM agent's read the LSTM output, unrolled from a zero state
-over the same steps (state zeroed where a game starts). Prints, as JSON, the mean |x| per unit and the
-L1 norm per observation of that input (and of the LSTM agent's trunk). RMSprop moves each head weight
-by about the learning rate whatever its gradient, so a smaller input moves the logits less per update.
+over the same steps (state zeroed where a game starts), beside the trunk's features with --lstm-skip.
+Prints, as JSON, the mean |x| per unit and the L1 norm per observation of that input (and of the LSTM
+agent's trunk), and the gradient norm of each part (trunk = the convolutions and their 512-unit layer,
+then the LSTM, the actor, the critic) for one fixed unit-normal gradient at the values and one at the
+logits, the same for every agent of a seed: how strongly each path carries a learning signal back.
+`under_eps` is the share of the trunk's weights whose squared gradient is below the scripts' RMSprop
+epsilon (1e-5, inside the square root): there RMSprop's step is about lr * g / sqrt(eps), proportional
+to the gradient, so a part that receives a smaller gradient also moves less.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class Args:
     """game of the random play (a checkpoint's own game when one is given)"""
     frame_stack: int = 4
     """frames per observation (a checkpoint's own when one is given)"""
+    lstm_skip: bool = False
+    """a fresh a2c_lstm_atari agent with --lstm-skip (a checkpoint's own when one is given)"""
     steps: int = 64
     """steps of random play per env"""
     num_envs: int = 16
@@ -81,8 +88,36 @@ def head_inputs(module, agent, obs: torch.Tensor, starts: torch.Tensor) -> dict:
         state = agent.initial_state(num_envs, torch.device("cpu"))
         out, _ = module.unroll_lstm(agent.lstm, trunk.view(steps, num_envs, -1), state, starts)
         figures["cnn_mean_abs"] = trunk.abs().mean().item()
+        cnn = trunk
         trunk = agent.norm(out).flatten(0, 1)  # what the heads read (normalised with --lstm-layer-norm)
+        if agent.skip:  # and the CNN's features beside it
+            trunk = torch.cat([trunk, cnn], -1)
     return {"mean_abs": trunk.abs().mean().item(), "l1": trunk.abs().sum(-1).mean().item(), **figures}
+
+
+def gradients(module, agent, obs: torch.Tensor, starts: torch.Tensor, seed: int) -> dict:
+    """Gradient norm of each part for a fixed unit-normal gradient at the values, then at the logits."""
+    steps, num_envs = starts.shape
+    generator = torch.Generator().manual_seed(seed)
+    parts = {"trunk": agent.network, "lstm": getattr(agent, "lstm", None), "actor": agent.actor, "critic": agent.critic}
+    figures = {}
+    for output in ("values", "logits"):
+        agent.zero_grad(set_to_none=True)
+        if hasattr(agent, "lstm"):
+            logits, values, _ = agent(obs, agent.initial_state(num_envs, torch.device("cpu")), starts)
+        else:
+            logits, values = agent(obs.flatten(0, 1))
+        out = values if output == "values" else logits
+        out.backward(torch.randn(out.shape, generator=generator) / out.numel())
+        norms = {
+            name: torch.cat([p.grad.flatten() for p in part.parameters() if p.grad is not None]).norm().item()
+            for name, part in parts.items()
+            if part is not None and any(p.grad is not None for p in part.parameters())
+        }
+        trunk = torch.cat([p.grad.flatten() for p in agent.network.parameters()])
+        figures[output] = norms | {"under_eps": (trunk.square() < 1e-5).float().mean().item()}
+    agent.zero_grad(set_to_none=True)
+    return figures
 
 
 def main(args: Args) -> dict:
@@ -91,6 +126,10 @@ def main(args: Args) -> dict:
     if args.steps < 1 or args.num_envs < 1:
         sys.exit(f"error: --steps and --num-envs must be positive, got {args.steps} and {args.num_envs}.")
     script_args = module.Args(env_id=args.env_id, frame_stack=args.frame_stack, cuda=False)
+    if args.lstm_skip:
+        if not hasattr(script_args, "lstm_skip"):
+            sys.exit(f"error: --lstm-skip is a2c_lstm_atari's flag, not {args.script}'s.")
+        script_args.lstm_skip = True
     state = None
     if args.checkpoint:
         try:
@@ -121,6 +160,7 @@ def main(args: Args) -> dict:
         "how": f"{args.steps} steps x {args.num_envs} envs of random play on {script_args.env_id} ({backend}, "
         f"seed {args.seed}, {script_args.frame_stack} stacked frames)",
         **head_inputs(module, agent, obs, starts),
+        "gradients": gradients(module, agent, obs, starts, args.seed),
     }
     print(json.dumps(result, indent=2))
     return result

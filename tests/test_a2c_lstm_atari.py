@@ -161,6 +161,31 @@ def test_layer_norm_hands_the_heads_a_normalised_lstm_output(tmp_path):
     L.check_resume(older, tiny_args(L, tmp_path))
 
 
+def test_skip_hands_the_heads_the_cnn_features_beside_the_lstm_output(tmp_path):
+    import sample
+
+    obs = torch.randint(0, 255, (2, 1, 1, 84, 84), dtype=torch.uint8)  # two different observations
+    for skip in (False, True):
+        torch.manual_seed(0)
+        agent = L.Agent(4, frame_stack=1, lstm_hidden_size=16, skip=skip)
+        for param in agent.lstm.parameters():  # an LSTM that outputs 0 whatever it reads
+            torch.nn.init.zeros_(param)
+        with torch.no_grad():
+            logits = [
+                agent(o.unsqueeze(0), agent.initial_state(1, CPU), torch.ones(1, 1, dtype=torch.bool))[0] for o in obs
+            ]
+        # the heads see the observation only through the skip connection
+        assert (not torch.allclose(logits[0], logits[1])) == skip
+
+    # a checkpoint of it plays back (sample.py builds the same network) and resumes only with the flag
+    out = L.train(tiny_args(L, tmp_path, iterations=1, run_name="skip", lstm_skip=True))
+    summary = sample.play(sample.Args(checkpoint=out["checkpoint"], episodes=1, max_episode_frames=200, cuda=False))
+    assert len(summary["episodes"]) == 1
+    state = torch.load(out["checkpoint"], weights_only=True) | {"path": "skip.pt"}
+    with pytest.raises(L.UsageError, match="trained with --lstm-skip True, not False"):
+        L.check_resume(state, tiny_args(L, tmp_path))
+
+
 def test_compile_takes_the_lstm_into_the_graph_and_learns_the_same_as_eager(tmp_path):
     from torch._dynamo.utils import counters
 

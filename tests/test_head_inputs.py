@@ -53,3 +53,23 @@ def test_random_play_marks_game_starts_and_the_command_reports_both_agents():
             head_inputs.Args(script=script, steps=3, num_envs=2, frame_stack=2, env_backend=BACKENDS[0])
         )
         assert result["script"] == script and result["l1"] > 0 and ("cnn_mean_abs" in result) == (script != "a2c_atari")
+
+
+def test_the_skip_agents_heads_read_both_and_the_gradients_follow_the_paths():
+    torch.manual_seed(0)
+    obs = torch.randint(0, 255, (4, 2, 1, 84, 84), dtype=torch.uint8)
+    starts = torch.zeros(4, 2, dtype=torch.bool)
+    figures, grads = {}, {}
+    for skip in (False, True):
+        torch.manual_seed(0)  # the same trunk and LSTM: only the heads' width differs
+        agent = L.Agent(4, frame_stack=1, lstm_hidden_size=8, skip=skip)
+        figures[skip] = head_inputs.head_inputs(L, agent, obs, starts)
+        torch.nn.init.zeros_(agent.lstm.weight_ih_l0)  # the LSTM no longer reads the trunk
+        grads[skip] = head_inputs.gradients(L, agent, obs, starts, seed=0)
+    # with the skip the heads read the LSTM output and the CNN's 512 features
+    plain = figures[False]
+    assert abs(figures[True]["l1"] - (plain["l1"] + 512 * plain["cnn_mean_abs"])) < 1e-3 * figures[True]["l1"]
+    for output in ("values", "logits"):
+        assert grads[False][output]["trunk"] == 0  # its only path to the heads is cut
+        assert grads[True][output]["trunk"] > 0  # the skip connection still carries the gradient
+        assert 0 <= grads[True][output]["under_eps"] <= 1
