@@ -120,6 +120,17 @@ def gradients(module, agent, obs: torch.Tensor, starts: torch.Tensor, seed: int)
     return figures
 
 
+def optimizer_under_eps(agent, optimizer: dict) -> dict:
+    """A checkpoint's RMSprop: for each part, the share of weights whose running mean square is below eps."""
+    squares = {i: s["square_avg"] for i, s in optimizer["state"].items() if "square_avg" in s}
+    eps, figures = optimizer["param_groups"][0]["eps"], {}
+    for index, (name, _) in enumerate(agent.named_parameters()):
+        if index in squares:
+            part = name.split(".")[0].replace("network", "trunk")
+            figures.setdefault(part, []).append(squares[index].flatten() < eps)
+    return {part: torch.cat(flags).float().mean().item() for part, flags in figures.items()}
+
+
 def main(args: Args) -> dict:
     sys.path.insert(0, str(ROOT))
     module = importlib.import_module(args.script)
@@ -162,6 +173,8 @@ def main(args: Args) -> dict:
         **head_inputs(module, agent, obs, starts),
         "gradients": gradients(module, agent, obs, starts, args.seed),
     }
+    if state and state.get("optimizer", {}).get("state"):
+        result["optimizer_under_eps"] = optimizer_under_eps(agent, state["optimizer"])
     print(json.dumps(result, indent=2))
     return result
 

@@ -73,3 +73,15 @@ def test_the_skip_agents_heads_read_both_and_the_gradients_follow_the_paths():
         assert grads[False][output]["trunk"] == 0  # its only path to the heads is cut
         assert grads[True][output]["trunk"] > 0  # the skip connection still carries the gradient
         assert 0 <= grads[True][output]["under_eps"] <= 1
+
+
+def test_a_checkpoints_optimizer_state_is_read_part_by_part():
+    agent = L.Agent(4, frame_stack=1, lstm_hidden_size=8)
+    optimizer = L.RMSpropTF(agent.parameters(), lr=1e-3)
+    for param in agent.parameters():
+        param.grad = torch.zeros_like(param)
+    optimizer.step()  # the mean squares start at one and decay: 0.99 after one zero gradient
+    for param in agent.lstm.parameters():
+        optimizer.state[param]["square_avg"].zero_()  # below eps: the LSTM alone
+    figures = head_inputs.optimizer_under_eps(agent, optimizer.state_dict())
+    assert figures == {"trunk": 0.0, "lstm": 1.0, "actor": 0.0, "critic": 0.0}
