@@ -11,9 +11,9 @@ Prints, as JSON, the mean |x| per unit and the L1 norm per observation of that i
 agent's trunk), and the gradient norm of each part (trunk = the convolutions and their 512-unit layer,
 then the LSTM, the actor, the critic) for one fixed unit-normal gradient at the values and one at the
 logits, the same for every agent of a seed: how strongly each path carries a learning signal back.
-`under_eps` is the share of the trunk's weights whose squared gradient is below the scripts' RMSprop
-epsilon (1e-5, inside the square root): there RMSprop's step is about lr * g / sqrt(eps), proportional
-to the gradient, so a part that receives a smaller gradient also moves less. With a checkpoint,
+`under_eps` is the share of the trunk's weights whose squared gradient is below RMSprop's epsilon
+(--optimizer-eps, 1e-5 by default, inside the square root): there RMSprop's step is about
+lr * g / sqrt(eps), proportional to the gradient, so a part that receives a smaller gradient also moves less. With a checkpoint,
 `optimizer_under_eps` gives the same share for each part's running mean square, as training left it.
 """
 
@@ -96,7 +96,7 @@ def head_inputs(module, agent, obs: torch.Tensor, starts: torch.Tensor) -> dict:
     return {"mean_abs": trunk.abs().mean().item(), "l1": trunk.abs().sum(-1).mean().item(), **figures}
 
 
-def gradients(module, agent, obs: torch.Tensor, starts: torch.Tensor, seed: int) -> dict:
+def gradients(module, agent, obs: torch.Tensor, starts: torch.Tensor, seed: int, eps: float = 1e-5) -> dict:
     """Gradient norm of each part for a fixed unit-normal gradient at the values, then at the logits."""
     steps, num_envs = starts.shape
     generator = torch.Generator().manual_seed(seed)
@@ -116,7 +116,7 @@ def gradients(module, agent, obs: torch.Tensor, starts: torch.Tensor, seed: int)
             if part is not None and any(p.grad is not None for p in part.parameters())
         }
         trunk = torch.cat([p.grad.flatten() for p in agent.network.parameters()])
-        figures[output] = norms | {"under_eps": (trunk.square() < 1e-5).float().mean().item()}
+        figures[output] = norms | {"under_eps": (trunk.square() < eps).float().mean().item()}
     agent.zero_grad(set_to_none=True)
     return figures
 
@@ -172,10 +172,10 @@ def main(args: Args) -> dict:
         "how": f"{args.steps} steps x {args.num_envs} envs of random play on {script_args.env_id} ({backend}, "
         f"seed {args.seed}, {script_args.frame_stack} stacked frames)",
         **head_inputs(module, agent, obs, starts),
-        "gradients": gradients(module, agent, obs, starts, args.seed),
+        "gradients": gradients(module, agent, obs, starts, args.seed, getattr(script_args, "optimizer_eps", 1e-5)),
     }
-    if state and state.get("optimizer", {}).get("state"):
-        result["optimizer_under_eps"] = optimizer_under_eps(agent, state["optimizer"])
+    if state and state.get("optimizer", {}).get("state"):  # RMSprop's mean squares (none under Adam)
+        result["optimizer_under_eps"] = optimizer_under_eps(agent, state["optimizer"]) or None
     print(json.dumps(result, indent=2))
     return result
 
