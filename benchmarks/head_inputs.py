@@ -14,7 +14,8 @@ logits, the same for every agent of a seed: how strongly each path carries a lea
 `under_eps` is the share of the trunk's weights whose squared gradient is below RMSprop's epsilon
 (--optimizer-eps, 1e-5 by default, inside the square root): there RMSprop's step is about
 lr * g / sqrt(eps), proportional to the gradient, so a part that receives a smaller gradient also moves
-less. With a checkpoint, `optimizer_under_eps` gives the same share for each part's running mean square, as training left it.
+less. With a checkpoint, `optimizer_under_eps` gives the same share for each part's running mean
+square, as training left it.
 """
 
 from __future__ import annotations
