@@ -49,7 +49,8 @@ from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "a2c_atari"
-NETWORK_ARGS = ("frame_stack", "full_action_space")  # a checkpoint only loads into the same shapes
+# A checkpoint only loads into the same network; each flag: the value a checkpoint older than it was made with
+NETWORK_ARGS = {"frame_stack": None, "full_action_space": None}  # None: every checkpoint holds it
 
 @dataclass
 class Args:
@@ -896,8 +897,8 @@ def check_resume(state: dict, args: Args) -> None:
     saved = state["args"]
     if atari_game(saved["env_id"]) != atari_game(args.env_id):
         raise UsageError(f"{state['path']!r} is a checkpoint for {saved['env_id']}, not {args.env_id}.")
-    for name in NETWORK_ARGS:  # a checkpoint older than a flag was made at its default
-        if (was := saved.get(name, getattr(Args, name))) != getattr(args, name):
+    for name, before in NETWORK_ARGS.items():  # a checkpoint older than a flag was made with its `before`
+        if (was := saved.get(name, before)) != getattr(args, name):
             raise UsageError(f"{state['path']!r} was trained with --{name.replace('_', '-')} {was}, "
                              f"not {getattr(args, name)}.")
 

@@ -50,8 +50,9 @@ from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "a2c_lstm_atari"
-# A checkpoint only loads into the same network:
-NETWORK_ARGS = ("frame_stack", "full_action_space", "lstm_hidden_size", "lstm_layer_norm", "lstm_skip")
+# A checkpoint only loads into the same network; each flag: the value a checkpoint older than it was made with
+NETWORK_ARGS = {"frame_stack": None, "full_action_space": None, "lstm_hidden_size": None,  # None: always saved
+                "lstm_layer_norm": False, "lstm_skip": False}
 
 @dataclass
 class Args:
@@ -64,7 +65,7 @@ class Args:
     num_steps: int = 5  # steps per env per rollout = the BPTT unroll; one gradient step each (5: baselines' cnn_lstm)
     lstm_hidden_size: int = 256  # size of the LSTM state
     lstm_layer_norm: bool = False  # LayerNorm on the LSTM output: the heads read a unit-scale input (a control, README)
-    lstm_skip: bool = False  # the heads read the CNN's features beside the LSTM output (a skip connection, README)
+    lstm_skip: bool = True  # the heads read the CNN's features beside the LSTM output too (a skip connection, README)
     reset_on_life_loss: bool = False  # zero the LSTM state after a lost life too (default: only when a game starts)
     gamma: float = 0.99  # discount factor
     gae_lambda: float = 1.0  # 1.0: n-step bootstrapped returns (the original A2C); 0.95: GAE (skrl)
@@ -166,7 +167,7 @@ class Agent(nn.Module):
     (time, envs, frame_stack, 84, 84), channels_last as the frame stack holds them, and episode starts (time, envs)."""
 
     def __init__(self, num_actions: int, frame_stack: int = 4, lstm_hidden_size: int = 256, layer_norm=False,
-                 skip=False):
+                 skip=True):
         super().__init__()
         self.network = nn.Sequential(
             layer_init(PixelConv2d(frame_stack, 32, 8, stride=4)), nn.ReLU(),
@@ -980,8 +981,8 @@ def check_resume(state: dict, args: Args) -> None:
     saved = state["args"]
     if atari_game(saved["env_id"]) != atari_game(args.env_id):
         raise UsageError(f"{state['path']!r} is a checkpoint for {saved['env_id']}, not {args.env_id}.")
-    for name in NETWORK_ARGS:  # a checkpoint older than a flag was made at its default
-        if (was := saved.get(name, getattr(Args, name))) != getattr(args, name):
+    for name, before in NETWORK_ARGS.items():  # a checkpoint older than a flag was made with its `before`
+        if (was := saved.get(name, before)) != getattr(args, name):
             raise UsageError(f"{state['path']!r} was trained with --{name.replace('_', '-')} {was}, "
                              f"not {getattr(args, name)}.")
 

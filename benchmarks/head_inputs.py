@@ -45,8 +45,9 @@ class Args:
     """game of the random play (a checkpoint's own game when one is given)"""
     frame_stack: int = 4
     """frames per observation (a checkpoint's own when one is given)"""
-    lstm_skip: bool = False
-    """a fresh a2c_lstm_atari agent with --lstm-skip (a checkpoint's own when one is given)"""
+    lstm_skip: bool = True
+    """a fresh a2c_lstm_atari agent's --lstm-skip, its default (a checkpoint's own when one is given; --no-lstm-skip:
+    the LSTM alone before the heads); the other scripts have no such flag"""
     steps: int = 64
     """steps of random play per env"""
     num_envs: int = 16
@@ -139,10 +140,8 @@ def main(args: Args) -> dict:
     if args.steps < 1 or args.num_envs < 1:
         sys.exit(f"error: --steps and --num-envs must be positive, got {args.steps} and {args.num_envs}.")
     script_args = module.Args(env_id=args.env_id, frame_stack=args.frame_stack, cuda=False)
-    if args.lstm_skip:
-        if not hasattr(script_args, "lstm_skip"):
-            sys.exit(f"error: --lstm-skip is a2c_lstm_atari's flag, not {args.script}'s.")
-        script_args.lstm_skip = True
+    if hasattr(script_args, "lstm_skip"):
+        script_args.lstm_skip = args.lstm_skip
     state = None
     if args.checkpoint:
         try:
@@ -151,7 +150,8 @@ def main(args: Args) -> dict:
             sys.exit(f"error: {e}")
         if state["script"] != module.SCRIPT:
             sys.exit(f"error: {state['path']!r} was written by {state['script']}.py, not {args.script}.py.")
-        script_args = dataclasses.replace(module.Args(**state["args"]), cuda=False)
+        before = {k: v for k, v in module.NETWORK_ARGS.items() if v is not None}  # a checkpoint older than a flag
+        script_args = dataclasses.replace(module.Args(**(before | state["args"])), cuda=False)
     backend = module.resolve_backend(args.env_backend)
     obs, starts, num_actions = random_play(module, script_args, args.steps, args.num_envs, backend, args.seed)
     torch.manual_seed(args.seed)

@@ -63,7 +63,8 @@ class HandledState(torch.nn.Module):
 
 
 def play(module, state: dict, mode: str, episodes: int, seed: int, backend: str) -> np.ndarray:
-    args = dataclasses.replace(module.Args(**state["args"]), eval_episodes=episodes, cuda=False)
+    before = {k: v for k, v in module.NETWORK_ARGS.items() if v is not None}  # a checkpoint older than a flag
+    args = dataclasses.replace(module.Args(**(before | state["args"])), eval_episodes=episodes, cuda=False)
     agent = module.Agent(
         state["num_actions"], args.frame_stack, args.lstm_hidden_size, args.lstm_layer_norm, args.lstm_skip
     )

@@ -139,7 +139,7 @@ def test_layer_norm_hands_the_heads_a_normalised_lstm_output(tmp_path):
     read = {}
     for layer_norm in (False, True):
         torch.manual_seed(0)
-        agent = L.Agent(4, frame_stack=1, lstm_hidden_size=16, layer_norm=layer_norm)
+        agent = L.Agent(4, frame_stack=1, lstm_hidden_size=16, layer_norm=layer_norm, skip=False)
         hook = agent.actor.register_forward_hook(lambda m, inputs, out, key=layer_norm: read.update({key: inputs[0]}))
         obs = torch.randint(0, 255, (3, 2, 1, 84, 84), dtype=torch.uint8)
         with torch.no_grad():
@@ -177,13 +177,42 @@ def test_skip_hands_the_heads_the_cnn_features_beside_the_lstm_output(tmp_path):
         # the heads see the observation only through the skip connection
         assert (not torch.allclose(logits[0], logits[1])) == skip
 
-    # a checkpoint of it plays back (sample.py builds the same network) and resumes only with the flag
-    out = L.train(tiny_args(L, tmp_path, iterations=1, run_name="skip", lstm_skip=True))
+    # a checkpoint of it (the default) plays back (sample.py builds the same network), resumes only with the flag
+    out = L.train(tiny_args(L, tmp_path, iterations=1, run_name="skip"))
     summary = sample.play(sample.Args(checkpoint=out["checkpoint"], episodes=1, max_episode_frames=200, cuda=False))
     assert len(summary["episodes"]) == 1
     state = torch.load(out["checkpoint"], weights_only=True) | {"path": "skip.pt"}
+    assert (
+        state["args"]["lstm_skip"]
+        and state["model"]["actor.weight"].shape[1] == state["args"]["lstm_hidden_size"] + 512
+    )
     with pytest.raises(L.UsageError, match="trained with --lstm-skip True, not False"):
-        L.check_resume(state, tiny_args(L, tmp_path))
+        L.check_resume(state, tiny_args(L, tmp_path, lstm_skip=False))
+
+
+def test_a_checkpoint_older_than_the_skip_flag_is_rebuilt_without_the_skip(tmp_path):
+    import sys
+
+    from conftest import ROOT
+
+    import sample
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import head_inputs
+    import lstm_memory
+
+    out = L.train(tiny_args(L, tmp_path, iterations=1, run_name="plain", lstm_skip=False, max_episode_frames=200))
+    state = torch.load(out["checkpoint"], weights_only=True)
+    older = state | {"args": {k: v for k, v in state["args"].items() if k != "lstm_skip"}}  # written before it
+    torch.save(older, tmp_path / "older.pt")
+    summary = sample.play(sample.Args(checkpoint=str(tmp_path / "older.pt"), episodes=1, cuda=False))
+    assert len(summary["episodes"]) == 1  # the plain network: the skip one would not load its weights
+    L.check_resume(older | {"path": "older.pt"}, tiny_args(L, tmp_path, lstm_skip=False))
+    with pytest.raises(L.UsageError, match="trained with --lstm-skip False, not True"):
+        L.check_resume(older | {"path": "older.pt"}, tiny_args(L, tmp_path))
+    assert len(lstm_memory.play(L, older, "zeroed", episodes=1, seed=0, backend=BACKENDS[0])) == 1
+    args = head_inputs.Args(checkpoint=str(tmp_path / "older.pt"), steps=2, num_envs=2, env_backend=BACKENDS[0])
+    assert head_inputs.main(args)["l1"] > 0  # its weights loaded into the plain network
 
 
 def test_compile_takes_the_lstm_into_the_graph_and_learns_the_same_as_eager(tmp_path):

@@ -14,7 +14,7 @@ import head_inputs  # noqa: E402
 
 def test_the_lstm_agents_heads_read_its_lstm_output_zeroed_where_a_game_starts():
     torch.manual_seed(0)
-    agent = L.Agent(4, frame_stack=2, lstm_hidden_size=8)
+    agent = L.Agent(4, frame_stack=2, lstm_hidden_size=8, skip=False)  # the LSTM alone before the heads
     obs = torch.randint(0, 255, (5, 3, 2, 84, 84), dtype=torch.uint8)
     starts = torch.zeros(5, 3, dtype=torch.bool)
     starts[0], starts[2, 1] = True, True  # env 1 starts a new game at step 2

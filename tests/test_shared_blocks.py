@@ -36,7 +36,7 @@ def test_the_harness_below_the_divider_is_byte_identical_in_every_script():
 # Every name defined in more than one script must be the same text in each, except these.
 DIFFERS_ON_PURPOSE = {
     "SCRIPT": "each script's own name",
-    "NETWORK_ARGS": "the LSTM's hidden size and output LayerNorm are part of its network",
+    "NETWORK_ARGS": "the LSTM's hidden size, output LayerNorm and skip connection are part of its network",
     "Args": "the algorithm's flags differ; the common sections are compared field by field below",
     "check_args": "each algorithm's own flags (the common ones are check_common_args)",
     "Agent": "the LSTM network (the feed-forward scripts share theirs: FEEDFORWARD_SHARED)",
