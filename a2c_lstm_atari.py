@@ -12,7 +12,10 @@ at the rollout's start (truncated BPTT). As in the other scripts: `dones[t]` mar
 step t that ended an episode (no shift); a `valid` mask keeps the backend's reset step and FIRE after
 a lost life out of the loss; logged returns are whole-game scores; frames are stored last
 (channels_last); one half of the envs steps while the network acts on the other (each env's LSTM
-state is its own column). Machado et al. (JAIR 2018) for the sticky-action protocol.
+state is its own column). Unlike CleanRL's, the heads read the CNN's features beside the LSTM output
+(`--lstm-skip`): through the LSTM alone the trunk and the heads received 3-4x less gradient, and the agent
+scored 4.2 on Breakout at 3M steps against the feed-forward A2C's 9.2 (README, Learning). Machado et al.
+(JAIR 2018) for the sticky-action protocol.
 """
 
 from __future__ import annotations
@@ -163,7 +166,8 @@ def unroll_lstm(lstm: nn.LSTM, x: torch.Tensor, state: tuple, starts: torch.Tens
 
 
 class Agent(nn.Module):
-    """Nature-CNN trunk (Mnih et al. 2015), an LSTM, then an actor and a critic head. Takes uint8 observations
+    """Nature-CNN trunk (Mnih et al. 2015), an LSTM, then an actor and a critic head that read the LSTM output
+    (and with `skip` the trunk's 512 features beside it). Takes uint8 observations
     (time, envs, frame_stack, 84, 84), channels_last as the frame stack holds them, and episode starts (time, envs)."""
 
     def __init__(self, num_actions: int, frame_stack: int = 4, lstm_hidden_size: int = 256, layer_norm=False,
