@@ -209,9 +209,13 @@ def play(args: Args) -> dict:
                 f"{env_id} has {envs.num_actions} actions but the agent was trained with "
                 f"{state['num_actions']} ({saved['env_id']})."
             )
-        net = {k: v for k, v in module.NETWORK_ARGS.items() if v is not None} | saved  # older: flags' `before`
-        lstm = ("lstm_hidden_size", "lstm_layer_norm", "lstm_skip")
-        extra = dict(zip(("lstm_hidden_size", "layer_norm", "skip"), map(net.get, lstm))) if lstm[0] in net else {}
+        # a checkpoint older than a network flag was made with the value NETWORK_ARGS names
+        net = {k: v for k, v in module.NETWORK_ARGS.items() if v is not None} | saved
+        extra = {}
+        if "lstm_hidden_size" in net:  # the LSTM's network
+            extra = dict(
+                lstm_hidden_size=net["lstm_hidden_size"], layer_norm=net["lstm_layer_norm"], skip=net["lstm_skip"]
+            )
         agent = module.Agent(state["num_actions"], saved["frame_stack"], **extra).to(device)
         agent = agent.to(memory_format=torch.channels_last)  # as training holds it: faster convolutions
         agent.load_state_dict(state["model"])
