@@ -4,9 +4,10 @@
 
 For every run folder (as benchmarks/run.py makes them, or any run of the training scripts) it
 reads charts/episodic_return and charts/SPS from the event files. Per script and game: the final
-return (mean of the last 100 games of each seed), its mean and std over seeds, SPS and wall time,
-next to the published references in published_scores.json (with their sources and budgets) and,
-from the published learning curves, the same algorithm's published return at the run's own budget.
+return (mean of the last 100 games of each seed), its mean and std over seeds, SPS and wall time
+(a resumed run's without the time it lay stopped), next to the published references in
+published_scores.json (with their sources and budgets) and, from the published learning curves,
+the same algorithm's published return at the run's own budget.
 A run shorter than a reference's budget is labelled with its own budget, never placed as if it
 were a 10M-step result; `--at-steps 3000000` also reads every seed at 3M (a longer run's 3M
 figure). Curves: return vs agent steps, mean over seeds with the min-max band,
@@ -16,8 +17,9 @@ drawn as a line only for runs that reach it); the legend sits outside the axes.
 With several seeds each row also gives the interquartile mean (IQM) of the seeds' finals and its
 95% stratified-bootstrap interval (Agarwal et al., "Deep RL at the Edge of the Statistical
 Precipice", NeurIPS 2021). Each run's provenance.json names the code (the script's sha256) and the
-torch version that produced it: seeds of one script made by different code or torch are separate
-rows, said in a note, never averaged silently; the hardware line comes from the runs' records.
+torch version that produced it (a run resumed with other code or torch names both: "a then b"): seeds
+of one script made by different code or torch are separate rows, said in a note, never averaged
+silently; the hardware line comes from the runs' records.
 """
 
 from __future__ import annotations
@@ -89,18 +91,44 @@ def read_run(run_dir: Path) -> Optional[dict]:
         f"{m['cpu']} ({m['cores']} cores)" + "".join(f", {g}" for g in m["gpus"])
         for m in provenance.get("machines", [])
     ]
+    code = (provenance.get("script_sha256") or "")[:8] or None
+    torch_version = provenance.get("packages", {}).get("torch")
+    for resume in provenance.get("resumes", []):  # a run resumed with other code or torch names each, in order
+        changed = resume.get("changed", {})
+        code = then(code, (changed.get("script_sha256") or "")[:8])
+        torch_version = then(torch_version, changed.get("packages", {}).get("torch"))
     return {
         **meta,
         "run": run_dir.name,
-        "code": (provenance.get("script_sha256") or "")[:8] or None,
-        "torch": provenance.get("packages", {}).get("torch"),
+        "code": code,
+        "torch": torch_version,
         "machines": machines,
         "steps": np.array([e.step for e in returns]),
         "returns": np.array([e.value for e in returns]),
         "last_step": max(e.step for e in all_events),
         "sps": sps[-1].value if sps else float("nan"),
-        "wall_s": max(e.wall_time for e in all_events) - min(e.wall_time for e in all_events),
+        "wall_s": busy_seconds([e.wall_time for e in all_events], process_starts(run_dir)),
     }
+
+
+def process_starts(run_dir: Path) -> list:
+    """When each process of a run (its start and each resume) opened its events file: the time in the file's name."""
+    return [float(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")]
+
+
+def busy_seconds(times: list, starts: list) -> float:
+    """Seconds from a run's first event to its last, less the time it lay stopped before a resume (from one
+    process's last event to the next process's start)."""
+    times, total = sorted(times), 0.0
+    for a, b in zip(times, times[1:]):
+        restarts = [s for s in starts if a < s <= b]
+        total += b - (max(restarts) if restarts else a)
+    return total
+
+
+def then(before, after):
+    """`before then after` where a resumed run's code or torch (`after`) differs from what it started with."""
+    return before if not after or (before or "").endswith(after) else f"{before or '?'} then {after}"
 
 
 def iqm(values) -> float:

@@ -310,6 +310,36 @@ def test_seeds_of_different_code_are_separate_rows_with_a_note_and_the_hardware_
     assert "| 5.0 [4.0, 6.0] | aaaaaaaa, torch 2.13.0 |" in text
 
 
+def test_a_run_resumed_with_other_code_or_torch_names_each_in_its_row(tmp_path):
+    runs_dir, name = tmp_path / "bench", "Breakout-v5__a2c_lstm_atari__2"
+    meta = {"script": "a2c_lstm_atari", "env_id": "Breakout-v5", "seed": 2}
+    synthetic_run(runs_dir, name, [9.0] * 30, sps=500.0, last_step=500_000, meta=meta)
+    resumes = [  # as the harness writes them: each resume lists what differs from the run's start
+        {"command": "a", "changed": {"script_sha256": "b" * 64}},
+        {"command": "b", "changed": {"script_sha256": "b" * 64, "packages": {"torch": "2.14.0"}}},
+        {"command": "c", "changed": {}},
+    ]
+    provenance = {"script_sha256": "a" * 64, "packages": {"torch": "2.13.0"}, "resumes": resumes}
+    (runs_dir / name / "provenance.json").write_text(json.dumps(provenance))
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(tmp_path / "out"), last_episodes=20))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| aaaaaaaa then bbbbbbbb, torch 2.13.0 then 2.14.0 |" in text
+
+
+def test_the_wall_time_of_a_resumed_run_leaves_out_the_time_it_lay_stopped(tmp_path):
+    folder = tmp_path / "bench" / "Breakout-v5__ppo_atari__1"
+    folder.mkdir(parents=True)
+    (folder / "benchmark.json").write_text(json.dumps({"script": "ppo_atari", "env_id": "Breakout-v5", "seed": 1}))
+    # the first process logs from t=1000 to 1100 s; the run lies stopped; a resume starts at 5000, logs 5010-5110
+    for start, times in [(900, [1000.0, 1100.0]), (5000, [5010.0, 5110.0])]:
+        with SummaryWriter(str(folder), filename_suffix=f".{start}") as w:
+            for i, t in enumerate(times):
+                w.add_scalar("charts/episodic_return", 1.0, start + i, walltime=t)
+        (written,) = folder.glob(f"events.out.tfevents.*.{start}")
+        written.rename(folder / f"events.out.tfevents.{start}.host.{start}")  # the name holds the process's start
+    assert report.read_run(folder)["wall_s"] == pytest.approx(100.0 + 110.0)  # not 4110: the stop is left out
+
+
 def test_two_games_give_a_human_normalised_iqm_with_its_interval_and_a_performance_profile(tmp_path):
     runs_dir = tmp_path / "bench"
     for game, finals in [("Breakout", [1.7, 30.5, 16.1]), ("Pong", [-20.7, 14.6, -3.05])]:
