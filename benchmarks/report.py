@@ -113,7 +113,8 @@ def read_run(run_dir: Path) -> Optional[dict]:
 
 def process_starts(run_dir: Path) -> list:
     """When each process of a run (its start and each resume) opened its events file: the time in the file's name."""
-    return [float(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")]
+    names = [p.name.split(".") for p in run_dir.glob("events.out.tfevents.*")]
+    return [float(name[3]) for name in names if len(name) > 3 and name[3].isdigit()]
 
 
 def busy_seconds(times: list, starts: list) -> float:
