@@ -91,12 +91,14 @@ def read_run(run_dir: Path) -> Optional[dict]:
         f"{m['cpu']} ({m['cores']} cores)" + "".join(f", {g}" for g in m["gpus"])
         for m in provenance.get("machines", [])
     ]
-    code = (provenance.get("script_sha256") or "")[:8] or None
-    torch_version = provenance.get("packages", {}).get("torch")
-    for resume in provenance.get("resumes", []):  # a run resumed with other code or torch names each, in order
-        changed = resume.get("changed", {})
-        code = then(code, (changed.get("script_sha256") or "")[:8])
-        torch_version = then(torch_version, changed.get("packages", {}).get("torch"))
+    # each resume records what differed from the run's start: its code and torch are the start's where not named
+    changed = [resume.get("changed", {}) for resume in provenance.get("resumes", [])]
+    code = then(
+        (provenance.get("script_sha256") or "")[:8] or None, [(c.get("script_sha256") or "")[:8] for c in changed]
+    )
+    torch_version = then(
+        provenance.get("packages", {}).get("torch"), [c.get("packages", {}).get("torch") for c in changed]
+    )
     return {
         **meta,
         "run": run_dir.name,
@@ -127,9 +129,12 @@ def busy_seconds(times: list, starts: list) -> float:
     return total
 
 
-def then(before, after):
-    """`before then after` where a resumed run's code or torch (`after`) differs from what it started with."""
-    return before if not after or (before or "").endswith(after) else f"{before or '?'} then {after}"
+def then(start, resumed: list) -> Optional[str]:
+    """What a run started with, then each other value its resumes ran with in turn ("a then b then a");
+    `resumed` holds one value per resume, empty where that resume ran with `start`."""
+    ran = [start] + [value or start for value in resumed]
+    kept = [value for i, value in enumerate(ran) if i == 0 or value != ran[i - 1]]
+    return " then ".join(value or "?" for value in kept) if any(kept) else None
 
 
 def iqm(values) -> float:

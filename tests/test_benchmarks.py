@@ -317,13 +317,14 @@ def test_a_run_resumed_with_other_code_or_torch_names_each_in_its_row(tmp_path):
     resumes = [  # as the harness writes them: each resume lists what differs from the run's start
         {"command": "a", "changed": {"script_sha256": "b" * 64}},
         {"command": "b", "changed": {"script_sha256": "b" * 64, "packages": {"torch": "2.14.0"}}},
-        {"command": "c", "changed": {}},
+        {"command": "c", "changed": {}},  # back to the code and torch it started with
+        {"command": "d", "changed": {}},
     ]
     provenance = {"script_sha256": "a" * 64, "packages": {"torch": "2.13.0"}, "resumes": resumes}
     (runs_dir / name / "provenance.json").write_text(json.dumps(provenance))
     report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(tmp_path / "out"), last_episodes=20))
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "| aaaaaaaa then bbbbbbbb, torch 2.13.0 then 2.14.0 |" in text
+    assert "| aaaaaaaa then bbbbbbbb then aaaaaaaa, torch 2.13.0 then 2.14.0 then 2.13.0 |" in text
 
 
 def test_the_wall_time_of_a_resumed_run_leaves_out_the_time_it_lay_stopped(tmp_path):
