@@ -18,8 +18,9 @@ With several seeds each row also gives the interquartile mean (IQM) of the seeds
 95% stratified-bootstrap interval (Agarwal et al., "Deep RL at the Edge of the Statistical
 Precipice", NeurIPS 2021). Each run's provenance.json names the code (the script's sha256) and the
 torch version that produced it (a run resumed with other code or torch names both: "a then b"): seeds
-of one script made by different code or torch are separate rows, said in a note, never averaged
-silently; the hardware line comes from the runs' records.
+of one script made by different code or torch, or that reached different budgets, are separate rows,
+said in a note, never averaged silently; the hardware line comes from the runs' records. Across games
+(human-normalised), the median and mean are rliable's: over games, of each game's mean over seeds.
 """
 
 from __future__ import annotations
@@ -170,6 +171,21 @@ def human_normalised(table: dict, refs: dict) -> dict:
     return {script: games for script, games in by_script.items() if len(games) >= 2}
 
 
+def across_games(games: dict) -> dict:
+    """rliable's aggregates of {game: normalised finals}: the IQM of every run pooled with its stratified-bootstrap
+    interval; the median and the mean over games of each game's mean over runs (each game weighs the same)."""
+    pooled = np.concatenate([np.asarray(v, dtype=float) for v in games.values()])
+    game_means = [float(np.mean(v)) for v in games.values()]
+    return {
+        "games": sorted(games),
+        "runs": len(pooled),
+        "iqm": iqm(pooled),
+        "iqm_interval": list(bootstrap_interval(list(games.values()))),
+        "median": float(np.median(game_means)),
+        "mean": float(np.mean(game_means)),
+    }
+
+
 def game_name(env_id: str) -> str:
     name = env_id.split("/")[-1].split("-")[0]
     return name.replace("NoFrameskip", "")
@@ -285,6 +301,14 @@ def write_report(args: Args) -> Path:
     for r in runs:  # runs of one script made with different flags, code or torch are rows of their own
         flags = {x.get("script_args", "") for x in runs if x["script"] == r["script"]}
         r["label"] = f"{r['script']} {r.get('script_args', '')}".strip() if len(flags) > 1 else r["script"]
+    budgets = defaultdict(set)  # seeds that reached different budgets are rows of their own, never averaged
+    for r in runs:
+        budgets[r["label"]].add(budget_label(r["last_step"]))
+    for r in runs:
+        if len(budgets[r["label"]]) > 1:
+            note = f"**Note: the runs of {r['label']} reached different budgets; each budget is a row of its own.**"
+            notes += [note] if note not in notes else []
+            r["label"] += f" [{budget_label(r['last_step'])}]"
     origins = defaultdict(set)
     for r in runs:
         origins[r["label"]].add((r.get("code"), r.get("torch")))
@@ -421,30 +445,28 @@ def write_report(args: Args) -> Path:
             "## Across games, human-normalised",
             "",
             f"Each seed's final as (score - random) / (human - random), {refs['human_normalisation']['source']}. "
-            "IQM over every game's seeds, 95% stratified-bootstrap interval (seeds resampled within each game).",
+            "IQM over every game's seeds, 95% stratified-bootstrap interval (seeds resampled within each game); "
+            "median and mean over games of each game's mean over its seeds, so each game weighs the same "
+            "(rliable's aggregate median and mean).",
             "",
             "| script | games | runs | IQM [95% CI] | median | mean |",
             "|---|---|---|---|---|---|",
         ]
         fig, ax = plt.subplots(figsize=(6, 4))
         for script, games in normalised.items():
-            pooled = np.concatenate([np.asarray(v) for v in games.values()])
-            low, high = bootstrap_interval(list(games.values()))
-            aggregate[script] = {
-                "games": sorted(games),
-                "iqm": iqm(pooled),
-                "iqm_interval": [low, high],
-                "median": float(np.median(pooled)),
-                "mean": float(pooled.mean()),
-            }
+            aggregate[script] = across_games(games)
+            row = aggregate[script]
+            low, high = row["iqm_interval"]
             lines.append(
-                f"| {script} | {', '.join(sorted(games))} | {len(pooled)} | {iqm(pooled):.2f} "
-                f"[{low:.2f}, {high:.2f}] | {np.median(pooled):.2f} | {pooled.mean():.2f} |"
+                f"| {script} | {', '.join(row['games'])} | {row['runs']} | {row['iqm']:.2f} "
+                f"[{low:.2f}, {high:.2f}] | {row['median']:.2f} | {row['mean']:.2f} |"
             )
+            pooled = np.concatenate([np.asarray(v) for v in games.values()])
             taus = np.linspace(min(0.0, pooled.min()), max(1.0, pooled.max()), 200)
-            ax.plot(taus, [(pooled > t).mean() for t in taus], label=script)
+            # rliable's run-score profile: each game's fraction of runs above tau, averaged over games
+            ax.plot(taus, [np.mean([(np.asarray(v) > t).mean() for v in games.values()]) for t in taus], label=script)
         ax.set_xlabel("human-normalised score tau")
-        ax.set_ylabel("fraction of runs with score > tau")
+        ax.set_ylabel("fraction of runs with score > tau (games weigh equally)")
         ax.set_title("Performance profile (Agarwal et al. 2021)", fontsize=10)
         ax.legend(fontsize=8, frameon=False)
         fig.savefig(out / "performance_profile.png", dpi=100, bbox_inches="tight")

@@ -382,3 +382,59 @@ def test_grad_norms_summarises_each_part_and_the_clip_by_phase(tmp_path):
     assert first["conv"] == pytest.approx(0.06) and first["whole"] == pytest.approx(0.21)  # medians of updates 0-4
     assert first["clipped"] == pytest.approx(0.4) and second["clipped"] == 1.0  # 0.28 and 0.35 exceed 0.26
     assert first["actor_over_critic"] == pytest.approx(0.5) and second["entropy"] == pytest.approx(8.0)
+
+
+def normalised_runs(runs_dir, script, scores_by_game):
+    """Synthetic runs whose finals human-normalise to the given scores (Breakout 1.7 / 30.5, Pong -20.7 / 14.6)."""
+    anchors = {"Breakout": (1.7, 30.5), "Pong": (-20.7, 14.6)}
+    for game, scores in scores_by_game.items():
+        random_score, human = anchors[game]
+        for seed, score in enumerate(scores, start=1):
+            synthetic_run(
+                runs_dir,
+                f"{game}-v5__{script}__{seed}",
+                [random_score + score * (human - random_score)] * 30,
+                sps=500.0,
+                last_step=500_000,
+                meta={"script": script, "env_id": f"{game}-v5", "seed": seed},
+            )
+
+
+def test_the_aggregate_median_and_mean_are_rliables_over_the_games_means(tmp_path):
+    # rliable: median and mean over games of each game's mean over runs; A = [0, 0, 0], B = [1, 1, 10]
+    # have game means 0 and 4, so both are 2.0 (the median of the six runs pooled would be 0.5)
+    normalised_runs(tmp_path / "bench", "ppo_atari", {"Breakout": [0.0, 0.0, 0.0], "Pong": [1.0, 1.0, 10.0]})
+    # games weigh equally whatever their seed counts: means 0 and 1 give 0.5 (the pooled mean would be 0.25)
+    normalised_runs(tmp_path / "bench", "a2c_atari", {"Breakout": [0.0, 0.0, 0.0], "Pong": [1.0]})
+    out = tmp_path / "out"
+    report.write_report(report.Args(runs_dir=str(tmp_path / "bench"), out_dir=str(out), last_episodes=20))
+    ppo, a2c = (json.loads((out / "report.json").read_text())["aggregate"][s] for s in ("ppo_atari", "a2c_atari"))
+    assert ppo["median"] == pytest.approx(2.0) and ppo["mean"] == pytest.approx(2.0)
+    assert ppo["iqm"] == pytest.approx(0.5)  # the IQM stays over all six runs: 0, 0, 1, 1
+    assert a2c["median"] == pytest.approx(0.5) and a2c["mean"] == pytest.approx(0.5)
+    assert "| ppo_atari | Breakout, Pong | 6 | 0.50 [" in (out / "report.md").read_text()
+    assert "| 2.00 | 2.00 |" in (out / "report.md").read_text()
+
+
+def test_seeds_with_different_budgets_are_rows_of_their_own(tmp_path):
+    runs_dir = tmp_path / "bench"
+    for seed, last_step, final in [(1, 3_000_000, 4.0), (2, 3_000_000, 6.0), (3, 5_000_000, 50.0)]:
+        synthetic_run(
+            runs_dir,
+            f"Breakout-v5__ppo_atari__{seed}",
+            [final] * 30,
+            sps=500.0,
+            last_step=last_step,
+            meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed},
+        )
+    out = tmp_path / "out"
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), last_episodes=20))
+    figures = json.loads((out / "report.json").read_text())
+    assert figures["ppo_atari [3M steps]/Breakout"]["finals"] == [4.0, 6.0]
+    assert figures["ppo_atari [5M steps]/Breakout"]["finals"] == [50.0]
+    assert figures["ppo_atari [5M steps]/Breakout"]["steps"] == 5_000_000
+    text = (out / "report.md").read_text()
+    short = "(short run: not comparable with 10M references)"
+    assert f"| ppo_atari [3M steps] | 3M steps {short} | 2 | 5.0 +- 1.0 |" in text
+    assert f"| ppo_atari [5M steps] | 5M steps {short} | 1 | 50.0 +- 0.0 |" in text
+    assert "different budgets" in text
