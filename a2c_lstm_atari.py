@@ -27,7 +27,9 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import io
 import json
+import math
 import os
 import platform
 import random
@@ -331,7 +333,7 @@ def a2c_loss(logits, values, actions, advantages, returns, valid, *, value_loss:
              ent_coef: float, vf_coef: float, over_processes=lambda x: x):
     """Policy gradient with the advantage held fixed, plus value regression and an entropy bonus,
     from the agent's outputs on the rollout; steps with valid = 0 do not count. Returns the loss and
-    its figures by name: policy_loss, value_loss, entropy. Under torchrun each process holds a
+    its figures by name: loss, policy_loss, value_loss, entropy. Under torchrun each process holds a
     share of the batch and `over_processes` sums a tensor over all of them: means and advantage
     statistics are then the whole batch's, and summing the gradients gives the whole batch's."""
     probs = Categorical(logits=logits, validate_args=False)
@@ -352,7 +354,7 @@ def a2c_loss(logits, values, actions, advantages, returns, valid, *, value_loss:
         v_loss = mean((values - returns) ** 2)
     entropy = mean(probs.entropy())
     loss = pg_loss + vf_coef * v_loss - ent_coef * entropy
-    figures = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
+    figures = {"loss": loss, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
     return loss, {name: over_processes(value.detach()) for name, value in figures.items()}
 
 
@@ -422,7 +424,7 @@ def train(args: Args) -> dict:
     else:
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps, fused=True)
     if resume is not None:
-        agent.load_state_dict(resume["model"])
+        load_weights(agent, resume)
         optimizer.load_state_dict(resume["optimizer"])
         restore_rng(resume, args, procs, device)
     elif procs.world_size > 1:
@@ -473,7 +475,7 @@ def train(args: Args) -> dict:
             loss.backward()
             sum_gradients(agent)  # under torchrun: every process now holds the whole batch's gradient
             figures.update(gradient_norms(agent))
-            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            figures["grad_norm"] = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # before clipping
             optimizer.step()
             figures["explained_variance"] = explained_variance(buf.values, returns, buf.valid, sum_over_processes)
             figures = to_host(figures)
@@ -903,6 +905,10 @@ class CheckpointError(Exception):
     """A checkpoint could not be written (disk full, permissions); every older one is still intact."""
 
 
+class Diverged(Exception):
+    """An update made the loss or the gradient non-finite; nothing from it on was saved."""
+
+
 def first_line(e: Exception) -> str:
     """An exception's message in one short line, for a one-sentence error."""
     return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
@@ -915,9 +921,18 @@ def replace_atomically(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
         write(tmp)
         os.replace(tmp, path)
-    except Exception as e:  # disk full or no permission: RuntimeError from torch.save, or OSError
+    except Exception as e:  # disk full or no permission: the operating system's reason, as it said it
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write the checkpoint {str(path)!r} ({first_line(e)}).") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
+        raise CheckpointError(f"could not write the checkpoint {str(path)!r}: {reason}.") from None
+
+
+def save_bytes(state: dict, path: Path) -> None:
+    """torch.save into memory, then one plain write: a refusal arrives as the OSError that names it."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -933,7 +948,7 @@ def write_checkpoint(run_dir: Path, state: dict, keep: int = 0, best: bool = Fal
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"iter_{state['iteration']:06d}.pt"
-    replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    replace_atomically(path, lambda tmp: save_bytes(state, tmp))
     for name in ["latest.pt", "best.pt"] if best else ["latest.pt"]:
         replace_atomically(folder / name, lambda tmp: link_or_copy(path, tmp))
     if keep > 0:
@@ -989,6 +1004,19 @@ def check_resume(state: dict, args: Args) -> None:
         if (was := saved.get(name, before)) != getattr(args, name):
             raise UsageError(f"{state['path']!r} was trained with --{name.replace('_', '-')} {was}, "
                              f"not {getattr(args, name)}.")
+
+
+def load_weights(agent: nn.Module, state: dict) -> None:
+    """The checkpoint's weights into `agent`, or UsageError naming the first one that does not fit."""
+    own, saved = agent.state_dict(), state["model"]
+    for name in [*own, *saved]:
+        if name not in own or name not in saved:
+            where = "the checkpoint" if name in saved else f"{SCRIPT}.py's network"
+            raise UsageError(f"{state['path']!r} does not fit {SCRIPT}.py's network: only {where} has {name}.")
+        if own[name].shape != saved[name].shape:
+            raise UsageError(f"{state['path']!r} does not fit {SCRIPT}.py's network: {name} is "
+                             f"{tuple(saved[name].shape)} there, {tuple(own[name].shape)} here.")
+    agent.load_state_dict(saved)
 
 
 # --- Processes: data-parallel under torchrun; one process and no process group otherwise ----------
@@ -1107,6 +1135,10 @@ def find_run(args: Args) -> tuple[Optional[dict], Path]:
         print(f"restarted by torchrun: resuming from {resume['path']} (iteration {resume['iteration']})", flush=True)
     elif resume is None and has_checkpoints:
         raise UsageError(f"{str(run_dir)!r} already holds checkpoints; pass --resume or another --run-name.")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, a read-only or missing place
+        raise UsageError(f"cannot make the run folder {str(run_dir)!r}: {e.strerror or first_line(e)}.") from None
     return resume, run_dir
 
 
@@ -1162,12 +1194,13 @@ def provenance(args: Args, procs: Processes) -> dict:
             "machines": unique}
 
 
-def record_provenance(run_dir: Path, current: dict) -> dict:
-    """Write provenance.json at a run's start; a resume appends what changed (other code, versions or
-    machines are legitimate, but visible). Returns the run's provenance as the file now holds it."""
+def record_provenance(run_dir: Path, current: dict, resumed: bool = True) -> dict:
+    """Write provenance.json at a run's start (a fresh start replaces the record of an attempt that
+    left no checkpoint); a resume appends what changed (other code, versions or machines are
+    legitimate, but visible). Returns the run's provenance as the file now holds it."""
     path = run_dir / "provenance.json"
     try:
-        record = json.loads(path.read_text()) if path.is_file() else None
+        record = json.loads(path.read_text()) if path.is_file() and resumed else None
     except ValueError:  # unreadable: start a new record rather than stop the run
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("resumes"), list):
@@ -1178,6 +1211,38 @@ def record_provenance(run_dir: Path, current: dict) -> dict:
                                   "changed": changed})
     path.write_text(json.dumps(record, indent=2))
     return record
+
+
+def surviving_best(run_dir: Path, resume: Optional[dict]) -> Optional[dict]:
+    """The rule: best.pt is the best evaluated agent of the run's surviving history. A resume into a
+    new folder (from a Hub folder's checkpoint, say) starts a new history; a resume from an older
+    checkpoint of this folder abandons what came after it, best.pt included, which goes back to the
+    best evaluation at or before the resume point (or, if that file is gone, is removed). Returns the
+    best evaluation the run goes on from."""
+    folder = run_dir / "checkpoints"
+    if resume is None or Path(resume["path"]).resolve().parent != folder.resolve():
+        return None
+    best_eval, best = resume.get("best_eval"), folder / "best.pt"
+    home = None
+    if best_eval is not None:
+        batch = resume["args"]["num_envs"] * resume["args"]["num_steps"]
+        home = folder / f"iter_{best_eval['global_step'] // batch:06d}.pt"
+        if best.is_file() and home.is_file() and best.samefile(home):
+            return best_eval  # the usual case: best.pt is the file of the resume's best evaluation
+    try:
+        best_iteration = torch.load(best, map_location="cpu", weights_only=True)["iteration"]
+    except Exception:  # none, or unreadable
+        best_iteration = None
+    if home is not None and best_iteration == int(home.stem.split("_")[1]):
+        return best_eval  # a copy of it (a filesystem without hard links, or its iter_ file pruned)
+    if home is not None and home.is_file():
+        replace_atomically(best, lambda tmp: link_or_copy(home, tmp))
+        return best_eval
+    if best.is_file():
+        best.unlink()
+        warn(f"best.pt (iteration {best_iteration}) came after the resume point {resume['path']!r} and the best "
+             "agent before it is gone: best.pt is removed; the next evaluation writes it again.")
+    return None
 
 
 def seed_everything(args: Args) -> None:
@@ -1260,7 +1325,7 @@ class RunLog:
         self.episodes, self.checkpoint, self.saved_iteration = 0, None, None
         self.last_eval: Optional[tuple[int, np.ndarray]] = None  # (global step, scores), on rank 0
         self.last_eval_step: Optional[int] = None  # the same step on every process
-        self.best_eval = None if resume is None else resume.get("best_eval")  # the best evaluation's figures
+        self.best_eval = None  # the best evaluation's figures (on rank 0; a resume's: surviving_best())
         self.signal, self.stopped, self.handlers = None, False, {}  # stopped: by a signal to any process
 
     def __enter__(self) -> "RunLog":
@@ -1269,7 +1334,8 @@ class RunLog:
         if self.procs.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(self.args), indent=2))
-            self.provenance = record_provenance(self.run_dir, self.provenance)
+            self.provenance = record_provenance(self.run_dir, self.provenance, resumed=self.resume is not None)
+            self.best_eval = surviving_best(self.run_dir, self.resume)
             self.tracking = Tracking(self.args, self.run_dir, self.resume) if self.args.track else None  # first
             # On resume, TensorBoard hides what the first run logged after the checkpoint.
             self.writer = SummaryWriter(str(self.run_dir), purge_step=self.start_step + 1 if self.resume else None)
@@ -1301,7 +1367,15 @@ class RunLog:
                       figures: dict[str, float]) -> None:
         """Every process calls it: rank 0 gathers every process's finished games (under torchrun every
         GATHER_EVERY iterations and at the last), writes them and the figures to TensorBoard and prints
-        a progress line every --log-interval seconds."""
+        a progress line every --log-interval seconds. A non-finite loss or gradient norm (the same on
+        every process) raises Diverged before anything is saved from that update."""
+        for name, what in [("loss", "the loss"), ("grad_norm", "the gradient norm before clipping")]:
+            if not math.isfinite(figures[name]):
+                latest = self.run_dir / "checkpoints" / "latest.pt"
+                kept = f"{str(latest)!r} is the last finite checkpoint" if latest.is_file() else "no checkpoint exists"
+                raise Diverged(f"iteration {iteration} (step {global_step:,}) made {what} {figures[name]}; nothing "
+                               f"from it on was saved and {kept}: go on with --resume {self.run_dir} and, say, a "
+                               "lower --learning-rate.")
         self.pending += games
         games = []
         if self.procs.world_size == 1 or iteration % GATHER_EVERY == 0 or iteration == self.num_iterations:
@@ -1398,6 +1472,8 @@ class RunLog:
         if self.procs.world_size > 1:
             dist.barrier()  # leave together: a process tearing down while rank 0 still writes can abort
         scores = self.last_eval[1] if self.last_eval is not None else np.array([np.nan])
+        if self.procs.main and self.checkpoint is not None:
+            print(self.closing_line(global_step, scores), flush=True)
         return {"global_step": global_step, "iteration": iteration, "episodes": self.episodes,
                 "sps": sps, "sps_after_warmup": warm_sps, "elapsed": elapsed,
                 "mean_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
@@ -1406,11 +1482,27 @@ class RunLog:
                 "interrupted": self.stopped}
 
 
+    def closing_line(self, global_step: int, scores: np.ndarray) -> str:
+        """What the run wrote and where, and the commands that go on from it."""
+        best = self.run_dir / "checkpoints" / "best.pt"
+        argv = [a for k, a in enumerate(sys.argv[1:]) if not (a.startswith("--resume") or sys.argv[k] == "--resume")]
+        parts = [f"{'stopped' if self.stopped else 'finished'} at step {global_step:,}: {self.checkpoint}"]
+        if best.is_file() and self.best_eval is not None:
+            parts.append(f"best.pt {self.best_eval['mean']:.1f} at step {self.best_eval['global_step']:,}")
+        if np.isfinite(scores).all():
+            parts.append(f"last evaluation {scores.mean():.1f} +- {scores.std():.1f}")
+        agent = best if best.is_file() else self.run_dir
+        commands = [f"resume: python {SCRIPT}.py {shlex.join([*argv, '--resume', str(self.run_dir)])}",
+                    f"play: python sample.py {self.run_dir}",
+                    f"share: python sample.py {agent} --hub-folder {self.run_dir / 'hub'}"]
+        return "; ".join(parts) + " | " + " | ".join(commands)
+
+
 def main() -> None:
     args = tyro.cli(Args)
     try:
         train(args)
-    except (UsageError, CheckpointError) as e:
+    except (UsageError, CheckpointError, Diverged) as e:
         sys.exit(f"error: {e}")
     finally:
         distributed = dist.is_initialized()
