@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 from conftest import tiny_args
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import a2c_atari as A
 import a2c_lstm_atari as L
@@ -71,6 +72,18 @@ def test_a_resume_without_the_gpu_random_state_says_so(monkeypatch, capsys):
     assert "no CUDA random state" in capsys.readouterr().err
 
 
+class AtenOps(TorchDispatchMode):
+    """Counts the kernels (aten operators) run under it, by name."""
+
+    def __enter__(self):
+        self.ops = collections.Counter()
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.parametrize("module", [A, L])
 def test_tf_rmsprop_in_foreach_kernels_equals_the_per_parameter_loop(module):
     torch.manual_seed(0)
@@ -82,7 +95,13 @@ def test_tf_rmsprop_in_foreach_kernels_equals_the_per_parameter_loop(module):
         grads = [torch.randn_like(p) * 10**-step for p in params]
         for p, g in zip(params, grads):
             p.grad = None if (step == 2 and p is params[2]) else g.clone()  # a parameter without gradient is left alone
-        optimizer.step()
+        with AtenOps() as kernels:
+            optimizer.step()
+        # the arithmetic is one foreach kernel per operation over all parameters, not one per parameter
+        # (ones_like makes a mean square's starting value; the profiler's markers are no arithmetic)
+        arithmetic = {op: n for op, n in kernels.ops.items() if op != "ones_like" and "record_function" not in op}
+        assert len(arithmetic) == 5 and all(op.startswith("_foreach_") for op in arithmetic), str(dict(kernels.ops))
+        assert set(arithmetic.values()) == {1}, str(dict(kernels.ops))
         for i, (r, s, g) in enumerate(zip(reference, square_avgs, grads)):
             if step == 2 and i == 2:
                 continue
@@ -106,29 +125,36 @@ def test_sample_holds_the_agent_channels_last_as_training_does(tmp_path, monkeyp
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
+SYNCS = ["item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__float__", "__int__", "__index__"]
+
+
 def test_sync_budget_one_copy_of_actions_per_env_group_step_and_one_of_figures_per_update(
     script, tmp_path, monkeypatch
 ):
-    """Calls that wait for a GPU (.item(), .tolist(), .cpu(), bool(tensor)), counted per iteration as the
-    difference between a 2- and a 4-iteration run, so start-up and the end of the run do not count."""
+    """Calls that wait for a GPU (.item(), .tolist(), .cpu(), .numpy(), .nonzero(), bool(), float(), int(), a
+    tensor as an index), counted per iteration as the difference between a 2- and a 4-iteration run, so
+    start-up and the end of the run do not count."""
     counts = collections.Counter()
-    for name in ["item", "tolist", "cpu", "__bool__"]:
+    for name in SYNCS:
 
         def counting(self, *args, _name=name, _method=getattr(torch.Tensor, name), **kwargs):
             counts[_name] += 1
             return _method(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
+    real_nonzero = torch.nonzero
+    monkeypatch.setattr(torch, "nonzero", lambda *a, **k: counts.update(["nonzero"]) or real_nonzero(*a, **k))
     runs = []
     for iterations in (2, 4):
         counts.clear()
         script.train(tiny_args(script, tmp_path, iterations=iterations, run_name=f"syncs{iterations}"))
         runs.append(collections.Counter(counts))
-    per_iteration = {name: (runs[1][name] - runs[0][name]) / 2 for name in set(runs[0]) | set(runs[1])}
+    per_iteration = {name: (runs[1][name] - runs[0][name]) / 2 for name in SYNCS}
     args = tiny_args(script, tmp_path)
     groups = 2 if args.overlap and args.num_envs > 1 else 1
-    assert per_iteration.pop("cpu") == args.num_steps * groups  # each group's actions, each step
-    assert sum(per_iteration.values()) <= 1, per_iteration  # the update's figures, at most once
+    copies = args.num_steps * groups  # each group's actions, each step: action.cpu().numpy()
+    assert (per_iteration.pop("cpu"), per_iteration.pop("numpy")) == (copies, copies), str(per_iteration)
+    assert sum(per_iteration.values()) <= 1, str({k: v for k, v in per_iteration.items() if v})  # the figures, once
 
 
 def test_sps_after_warmup_leaves_out_a_slow_first_iteration(script, tmp_path, monkeypatch, capsys):
