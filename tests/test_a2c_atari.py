@@ -40,15 +40,13 @@ def test_rmsprop_tf_follows_its_formula_and_differs_from_torchs():
         ms = alpha * ms + (1 - alpha) * g * g  # mean square starts at 1 (TF1)
         expected = expected - lr * g / torch.sqrt(ms + eps)  # eps inside the root
         assert torch.allclose(p.detach(), expected, atol=1e-7)
-    q = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
-    torch_opt = torch.optim.RMSprop([q], lr=lr, alpha=alpha, eps=eps)
-    q.grad = torch.tensor([0.5, -1.0])
-    torch_opt.step()
-    assert not torch.allclose(
-        q.detach(),
-        torch.tensor([1.0, -2.0])
-        - lr * torch.tensor([0.5, -1.0]) / torch.sqrt(alpha + (1 - alpha) * torch.tensor([0.25, 1.0]) + eps),
-    )
+    # the same first step from the same start: PyTorch's RMSprop moves each weight more than three times as far
+    ours, theirs = torch.nn.Parameter(torch.tensor([1.0, -2.0])), torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    for param, optimizer in [(ours, A.RMSpropTF), (theirs, torch.optim.RMSprop)]:
+        param.grad = torch.tensor([0.5, -1.0])
+        optimizer([param], lr=lr, alpha=alpha, eps=eps).step()
+    moved = [(p.detach() - torch.tensor([1.0, -2.0])).abs() for p in (ours, theirs)]
+    assert (moved[0] > 0).all() and (moved[1] > 3 * moved[0]).all(), moved
 
 
 def test_learning_rate_reaches_lr_final_at_decay_steps_and_stays():
