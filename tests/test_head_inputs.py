@@ -72,7 +72,13 @@ def test_the_skip_agents_heads_read_both_and_the_gradients_follow_the_paths():
     for output in ("values", "logits"):
         assert grads[False][output]["trunk"] == 0  # its only path to the heads is cut
         assert grads[True][output]["trunk"] > 0  # the skip connection still carries the gradient
-        assert 0 <= grads[True][output]["under_eps"] <= 1
+        assert grads[False][output]["under_eps"] == 1.0  # a trunk without gradient: every weight's is under eps
+    # under_eps is the share of the trunk's weights whose squared gradient is under eps, here for the values
+    logits, values, _ = agent(obs, agent.initial_state(2, torch.device("cpu")), starts)
+    values.backward(torch.randn(values.shape, generator=torch.Generator().manual_seed(0)) / values.numel())
+    trunk = torch.cat([p.grad.flatten() for p in agent.network.parameters()])
+    share = (trunk.square() < 1e-5).float().mean().item()
+    assert 0.6 < share < 0.95 and grads[True]["values"]["under_eps"] == share  # neither none nor all
 
 
 def test_a_checkpoints_optimizer_state_is_read_part_by_part():
