@@ -6,6 +6,7 @@ import importlib.metadata
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 
 import torch
@@ -14,15 +15,30 @@ from conftest import ROOT, tiny_args
 import sample
 
 
+def git_says(*command):
+    """What git says about the checkout the scripts are in, or None where there is no git or no checkout."""
+    try:
+        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def test_a_run_records_the_script_hash_versions_and_machine_in_its_folder_and_checkpoints(script, tmp_path):
+    before = git_says("rev-parse", "HEAD"), git_says("status", "--porcelain", "-uno")
     out = script.train(tiny_args(script, tmp_path, iterations=1, run_name="prov"))
+    after = git_says("rev-parse", "HEAD"), git_says("status", "--porcelain", "-uno")
     record = json.loads((tmp_path / "runs" / "prov" / "provenance.json").read_text())
     assert record["script_sha256"] == hashlib.sha256((ROOT / f"{script.SCRIPT}.py").read_bytes()).hexdigest()
     assert record["packages"]["torch"] == importlib.metadata.version("torch")
     assert record["packages"]["numpy"] == importlib.metadata.version("numpy")
     assert record["packages"]["ale-py"] == importlib.metadata.version("ale-py")
     assert record["processes"] == 1 and record["machines"][0]["ranks"] == [0] and record["machines"][0]["cores"]
-    assert record["git"] is None or len(record["git"]["commit"]) == 40
+    if before[0] is None:  # no git, or not a checkout: no error, the hash alone names the code
+        assert record["git"] is None
+    else:  # the checkout's commit (either side of the run, should someone commit meanwhile), and whether it was edited
+        assert record["git"] is not None, f"the run found no git checkout, but {ROOT} is one at {before[0]}"
+        assert record["git"]["commit"] in {before[0], after[0]} and len(record["git"]["commit"]) == 40, record["git"]
+        assert record["git"]["dirty"] == bool(before[1]) or before[1] != after[1], record["git"]
     assert torch.load(out["checkpoint"], weights_only=True)["provenance"] == record
 
 
