@@ -63,7 +63,11 @@ def set_aside_stale_logs(run_dir: Path) -> None:
     """A run that restarts from scratch moves the logs of its failed start into stale_<time>/, so the
     report reads one attempt only and nothing is deleted."""
     stale = (
-        [p for p in run_dir.iterdir() if p.name.startswith("events.out.tfevents") or p.name == "args.json"]
+        [
+            p
+            for p in run_dir.iterdir()
+            if p.name.startswith("events.out.tfevents") or p.name in ("args.json", "provenance.json")
+        ]
         if run_dir.is_dir()
         else []
     )
