@@ -41,32 +41,31 @@ def test_a_resume_from_an_older_checkpoint_takes_best_pt_back_to_the_best_before
     assert os.path.samefile(folder / "best.pt", folder / "iter_000003.pt")
 
     # Back to iteration 2: the 9.0 agent's branch is abandoned; the best of what survives is iteration 2's 2.0.
-    scripted(script, monkeypatch, [1.5, 2.5])
+    scripted(script, monkeypatch, [1.5, 1.8])
     resume = tiny_args(
         script, tmp_path, iterations=4, run_name="run", checkpoint_every=1, resume=str(folder / "iter_000002.pt")
     )
     resume.eval_every = batch
     script.train(resume)
     best, latest = load(folder / "best.pt"), load(folder / "latest.pt")
-    assert best["iteration"] == 4 and best["best_eval"]["mean"] == 2.5  # 1.5 at iteration 3 did not beat 2.0
-    assert best["best_eval"] == latest["best_eval"]
-    assert os.path.samefile(folder / "best.pt", folder / "iter_000004.pt")
+    assert best["iteration"] == 2 and best["best_eval"] == latest["best_eval"]
+    assert best["best_eval"]["mean"] == 2.0 and os.path.samefile(folder / "best.pt", folder / "iter_000002.pt")
 
 
-def test_a_resume_from_an_older_checkpoint_before_any_better_one_keeps_best_pt_there(tmp_path, monkeypatch):
+def test_best_pt_whose_periodic_file_was_pruned_survives_a_resume_after_it(tmp_path, monkeypatch):
     import a2c_atari as script
 
-    args = tiny_args(script, tmp_path, iterations=3, run_name="run", checkpoint_every=1)
+    args = tiny_args(script, tmp_path, iterations=4, run_name="run", checkpoint_every=1, keep_checkpoints=1)
     args.eval_every = args.num_envs * args.num_steps
-    scripted(script, monkeypatch, [4.0, 9.0, 1.0])
+    scripted(script, monkeypatch, [4.0, 9.0, 1.0, 1.0])
     script.train(args)
     folder = tmp_path / "runs" / "run" / "checkpoints"
-    scripted(script, monkeypatch, [3.0, 2.0])  # neither beats iteration 1's 4.0
-    resume = tiny_args(script, tmp_path, iterations=3, run_name="run", resume=str(folder / "iter_000001.pt"))
+    assert not (folder / "iter_000002.pt").exists() and load(folder / "best.pt")["iteration"] == 2
+    scripted(script, monkeypatch, [3.0])  # iteration 4 again, from iteration 3: no better
+    resume = tiny_args(script, tmp_path, iterations=4, run_name="run", resume=str(folder / "iter_000003.pt"))
     resume.eval_every = args.eval_every
     script.train(resume)
-    assert os.path.samefile(folder / "best.pt", folder / "iter_000001.pt")
-    assert load(folder / "latest.pt")["best_eval"]["mean"] == 4.0
+    assert load(folder / "best.pt")["iteration"] == 2 and load(folder / "latest.pt")["best_eval"]["mean"] == 9.0
 
 
 def test_a_resume_into_a_new_folder_starts_its_own_best(script, tmp_path, monkeypatch):
