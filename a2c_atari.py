@@ -25,7 +25,6 @@ import importlib.metadata
 import importlib.util
 import io
 import json
-import math
 import os
 import platform
 import random
@@ -50,7 +49,7 @@ import tyro
 from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
-SCRIPT = "a2c_atari"
+SCRIPT = Path(__file__).stem  # a copy of this file is a new experiment, under its own name
 # A checkpoint only loads into the same network; each flag: the value a checkpoint older than it was made with
 NETWORK_ARGS = {"frame_stack": None, "full_action_space": None}  # None: every checkpoint holds it
 
@@ -1282,7 +1281,7 @@ class RunLog:
         a progress line every --log-interval seconds. A non-finite loss or gradient norm (the same on
         every process) raises Diverged before anything is saved from that update."""
         for name, what in [("loss", "the loss"), ("grad_norm", "the gradient norm before clipping")]:
-            if not math.isfinite(figures[name]):
+            if not np.isfinite(figures[name]):
                 latest = self.run_dir / "checkpoints" / "latest.pt"
                 kept = f"{str(latest)!r} is the last finite checkpoint" if latest.is_file() else "no checkpoint exists"
                 raise Diverged(f"iteration {iteration} (step {global_step:,}) made {what} {figures[name]}; nothing "

@@ -5,17 +5,13 @@
 Above the divider line, the algorithm: Args, network, returns, rollout, A2C loss and update, train().
 Below it, the harness every script holds word for word: envs, evaluation, checkpoints, processes, the run, main().
 
-The LSTM state is carried across rollouts and zeroed for an env exactly where its game starts
-(`starts[t]`; CleanRL's ppo_atari_lstm.py zeroes it after every `done`, a lost life included;
-`--reset-on-life-loss` does that here); training unrolls it over each rollout from the state stored
-at the rollout's start (truncated BPTT). As in the other scripts: `dones[t]` marks the transition at
-step t that ended an episode (no shift); a `valid` mask keeps the backend's reset step and FIRE after
-a lost life out of the loss; logged returns are whole-game scores; frames are stored last
-(channels_last); one half of the envs steps while the network acts on the other (each env's LSTM
-state is its own column). Unlike CleanRL's, the heads read the CNN's features beside the LSTM output
-(`--lstm-skip`): through the LSTM alone the trunk and the heads received 3-4x less gradient, and the agent
-scored 4.2 on Breakout at 3M steps against the feed-forward A2C's 9.2 (README, Learning). Machado et al.
-(JAIR 2018) for the sticky-action protocol.
+The LSTM state is carried across rollouts and zeroed where an env's game starts (`starts[t]`; CleanRL's
+ppo_atari_lstm.py zeroes it after every `done`, a lost life included: `--reset-on-life-loss`); training unrolls
+it over each rollout from the state stored at its start (truncated BPTT). Unlike CleanRL's, the heads read the
+CNN's features beside the LSTM output (`--lstm-skip`): through the LSTM alone the trunk got 3-4x less gradient
+and the agent scored 4.2 on Breakout at 3M steps, against 9.2 without an LSTM (docs/lstm-study.md). As in the
+other scripts: `dones[t]` unshifted, a `valid` mask, whole-game returns, channels_last frames, one half of the
+envs stepping while the network acts on the other. Machado et al. (JAIR 2018) for the sticky-action protocol.
 """
 
 from __future__ import annotations
@@ -29,7 +25,6 @@ import importlib.metadata
 import importlib.util
 import io
 import json
-import math
 import os
 import platform
 import random
@@ -54,10 +49,10 @@ import tyro
 from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
-SCRIPT = "a2c_lstm_atari"
+SCRIPT = Path(__file__).stem  # a copy of this file is a new experiment, under its own name
 # A checkpoint only loads into the same network; each flag: the value a checkpoint older than it was made with
 NETWORK_ARGS = {"frame_stack": None, "full_action_space": None, "lstm_hidden_size": None,  # None: always saved
-                "lstm_layer_norm": False, "lstm_skip": False}
+                "lstm_skip": False}
 
 @dataclass
 class Args:
@@ -69,7 +64,6 @@ class Args:
     num_envs: int = 16  # number of parallel games
     num_steps: int = 5  # steps per env per rollout = the BPTT unroll; one gradient step each (5: baselines' cnn_lstm)
     lstm_hidden_size: int = 256  # size of the LSTM state
-    lstm_layer_norm: bool = False  # LayerNorm on the LSTM output: the heads read a unit-scale input (a control, README)
     lstm_skip: bool = True  # the heads read the CNN's features beside the LSTM output too (a skip connection, README)
     reset_on_life_loss: bool = False  # zero the LSTM state after a lost life too (default: only when a game starts)
     gamma: float = 0.99  # discount factor
@@ -172,8 +166,7 @@ class Agent(nn.Module):
     (and with `skip` the trunk's 512 features beside it). Takes uint8 observations
     (time, envs, frame_stack, 84, 84), channels_last as the frame stack holds them, and episode starts (time, envs)."""
 
-    def __init__(self, num_actions: int, frame_stack: int = 4, lstm_hidden_size: int = 256, layer_norm=False,
-                 skip=True):
+    def __init__(self, num_actions: int, frame_stack: int = 4, lstm_hidden_size: int = 256, skip=True):
         super().__init__()
         self.network = nn.Sequential(
             layer_init(PixelConv2d(frame_stack, 32, 8, stride=4)), nn.ReLU(),
@@ -185,7 +178,6 @@ class Agent(nn.Module):
         self.lstm = nn.LSTM(512, lstm_hidden_size)
         for name, param in self.lstm.named_parameters():  # as CleanRL's ppo_atari_lstm.py
             nn.init.constant_(param, 0) if "bias" in name else nn.init.orthogonal_(param, 1.0)
-        self.norm = nn.LayerNorm(lstm_hidden_size) if layer_norm else nn.Identity()
         self.skip = skip
         self.actor = layer_init(nn.Linear(lstm_hidden_size + 512 * skip, num_actions), std=0.01)
         self.critic = layer_init(nn.Linear(lstm_hidden_size + 512 * skip, 1), std=1.0)
@@ -202,7 +194,6 @@ class Agent(nn.Module):
         # asked, and without a gradient scaler its small gradients underflow.
         with torch.autocast(obs.device.type, enabled=False):
             outputs, state = unroll_lstm(self.lstm, hidden.view(steps, num_envs, -1).float(), state, starts, cuts)
-            outputs = self.norm(outputs)
             if self.skip:
                 outputs = torch.cat([outputs, hidden.view(steps, num_envs, -1).float()], -1)
         # fp32 outputs (a no-op without --autocast): the distributions and the losses stay fp32
@@ -289,11 +280,9 @@ class RolloutBuffer:
 
 def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, state: tuple, starts: torch.Tensor, args: Args,
                     device: torch.device):
-    """Fill `buf` with num_steps steps of every env, carrying the LSTM state; returns the (score, length) of
-    each game that ended and the (state, starts) for the next rollout. Each step, each group in turn takes in
-    its emulators' step, then chooses its next actions and sets them going: with two groups the policy runs on
-    one while the other's emulators step (each env's LSTM state is its own column). On a GPU, per group and
-    step: one blocking copy of the actions to the host, copies of the step's data and frames in."""
+    """Fill `buf` with num_steps steps of every env, carrying the LSTM state; returns the (score, length) of each
+    game that ended and the (state, starts) for the next rollout. Each step, each group in turn takes in its
+    emulators' step, then chooses its next actions and sets them going (each env's state is its own column)."""
     finished, num_steps = [], buf.obs.shape[0]
     buf.initial_state = (state[0].clone(), state[1].clone())
     state, starts = (state[0].clone(), state[1].clone()), starts.clone()  # advanced column by column below
@@ -314,8 +303,7 @@ def collect_rollout(policy, envs: EnvGroups, buf: RolloutBuffer, state: tuple, s
 
 def send_actions(policy, group: EnvGroup, buf: RolloutBuffer, t: int, state: tuple, starts: torch.Tensor,
                  args: Args) -> None:
-    """Choose the group's actions for step t from its envs' columns of the LSTM state, advance those
-    columns, and set the group's emulators stepping."""
+    """Choose the group's actions for step t from its envs' columns of the LSTM state, advance them, send."""
     obs, columns = group.frame_stack.obs, group.columns
     buf.obs[t, columns], buf.starts[t, columns] = obs, starts[columns]
     with torch.no_grad():
@@ -417,7 +405,7 @@ def train(args: Args) -> dict:
     # each process's envs take the next num_envs seeds, so no two processes share one.
     envs = EnvGroups(args, backend, args.seed + (start_iteration - 1) * args.num_envs + procs.rank * num_envs,
                      num_envs, device)
-    agent = Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size, args.lstm_layer_norm, args.lstm_skip)
+    agent = Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size, args.lstm_skip)
     agent = agent.to(device).to(memory_format=torch.channels_last)
     if args.optimizer == "rmsprop":
         optimizer = RMSpropTF(agent.parameters(), args.learning_rate, args.rmsprop_alpha, args.optimizer_eps)
@@ -1370,7 +1358,7 @@ class RunLog:
         a progress line every --log-interval seconds. A non-finite loss or gradient norm (the same on
         every process) raises Diverged before anything is saved from that update."""
         for name, what in [("loss", "the loss"), ("grad_norm", "the gradient norm before clipping")]:
-            if not math.isfinite(figures[name]):
+            if not np.isfinite(figures[name]):
                 latest = self.run_dir / "checkpoints" / "latest.pt"
                 kept = f"{str(latest)!r} is the last finite checkpoint" if latest.is_file() else "no checkpoint exists"
                 raise Diverged(f"iteration {iteration} (step {global_step:,}) made {what} {figures[name]}; nothing "

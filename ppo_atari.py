@@ -25,7 +25,6 @@ import importlib.metadata
 import importlib.util
 import io
 import json
-import math
 import os
 import platform
 import random
@@ -1314,7 +1313,7 @@ class RunLog:
         a progress line every --log-interval seconds. A non-finite loss or gradient norm (the same on
         every process) raises Diverged before anything is saved from that update."""
         for name, what in [("loss", "the loss"), ("grad_norm", "the gradient norm before clipping")]:
-            if not math.isfinite(figures[name]):
+            if not np.isfinite(figures[name]):
                 latest = self.run_dir / "checkpoints" / "latest.pt"
                 kept = f"{str(latest)!r} is the last finite checkpoint" if latest.is_file() else "no checkpoint exists"
                 raise Diverged(f"iteration {iteration} (step {global_step:,}) made {what} {figures[name]}; nothing "

@@ -58,6 +58,11 @@ class Args:
     """emulator backend"""
 
 
+def known_args(module, saved: dict) -> dict:
+    """A checkpoint's args that the script still has (a flag removed since, as --lstm-layer-norm, is left out)."""
+    return {k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(module.Args)}}
+
+
 def random_play(module, args, steps: int, num_envs: int, backend: str, seed: int):
     """(observations (steps, envs, frame_stack, 84, 84) uint8, game starts (steps, envs) bool, number of actions)."""
     envs = module.make_envs(args, backend, seed, num_envs)
@@ -92,7 +97,7 @@ def head_inputs(module, agent, obs: torch.Tensor, starts: torch.Tensor) -> dict:
         out, _ = module.unroll_lstm(agent.lstm, trunk.view(steps, num_envs, -1), state, starts)
         figures["cnn_mean_abs"] = trunk.abs().mean().item()
         cnn = trunk
-        trunk = agent.norm(out).flatten(0, 1)  # what the heads read (normalised with --lstm-layer-norm)
+        trunk = out.flatten(0, 1)  # what the heads read
         if agent.skip:  # and the CNN's features beside it
             trunk = torch.cat([trunk, cnn], -1)
     return {"mean_abs": trunk.abs().mean().item(), "l1": trunk.abs().sum(-1).mean().item(), **figures}
@@ -151,7 +156,7 @@ def main(args: Args) -> dict:
         if state["script"] != module.SCRIPT:
             sys.exit(f"error: {state['path']!r} was written by {state['script']}.py, not {args.script}.py.")
         before = {k: v for k, v in module.NETWORK_ARGS.items() if v is not None}  # a checkpoint older than a flag
-        script_args = dataclasses.replace(module.Args(**(before | state["args"])), cuda=False)
+        script_args = dataclasses.replace(module.Args(**known_args(module, before | state["args"])), cuda=False)
     backend = module.resolve_backend(args.env_backend)
     obs, starts, num_actions = random_play(module, script_args, args.steps, args.num_envs, backend, args.seed)
     torch.manual_seed(args.seed)
@@ -166,7 +171,7 @@ def main(args: Args) -> dict:
     )
     agent = module.Agent(num_actions, script_args.frame_stack, **sizes)
     if state:
-        agent.load_state_dict(state["model"])
+        module.load_weights(agent, state)
     result = {
         "script": args.script,
         "agent": f"{state['path']} (step {state['global_step']:,})" if state else f"fresh, seed {args.seed}",

@@ -62,13 +62,18 @@ class HandledState(torch.nn.Module):
         return self.agent.step(obs, state, starts)
 
 
+def known_args(module, saved: dict) -> dict:
+    """A checkpoint's args that the script still has (a flag removed since, as --lstm-layer-norm, is left out)."""
+    return {k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(module.Args)}}
+
+
 def play(module, state: dict, mode: str, episodes: int, seed: int, backend: str) -> np.ndarray:
     before = {k: v for k, v in module.NETWORK_ARGS.items() if v is not None}  # a checkpoint older than a flag
-    args = dataclasses.replace(module.Args(**(before | state["args"])), eval_episodes=episodes, cuda=False)
-    agent = module.Agent(
-        state["num_actions"], args.frame_stack, args.lstm_hidden_size, args.lstm_layer_norm, args.lstm_skip
+    args = dataclasses.replace(
+        module.Args(**known_args(module, before | state["args"])), eval_episodes=episodes, cuda=False
     )
-    agent.load_state_dict(state["model"])
+    agent = module.Agent(state["num_actions"], args.frame_stack, args.lstm_hidden_size, args.lstm_skip)
+    module.load_weights(agent, state)
     agent.eval()
     return module.evaluate(HandledState(agent, mode), args, module.resolve_backend(backend), torch.device("cpu"), seed)
 
