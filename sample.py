@@ -1,31 +1,39 @@
-"""Play back a checkpoint of ppo_atari.py, a2c_atari.py or a2c_lstm_atari.py: scores, frames, video.
+"""Play back a checkpoint of ppo_atari.py, a2c_atari.py, a2c_lstm_atari.py or a copy: scores, frames, video.
 
     python sample.py runs/<run>/checkpoints/latest.pt --episodes 10
     python sample.py runs/<run> --greedy --save-video videos/ --json scores.json
 
 The checkpoint is loaded with `torch.load(weights_only=True)` (a file that would run code is
-refused); it names the script and arguments that made it, and that script is imported from this
-folder to rebuild the agent. Games are played with the evaluation protocol: whole games (no
-episodic life), raw scores (no reward clipping), random no-op starts, the training run's frame
-skip and frame stack, sticky actions only if asked; where training pressed FIRE after each lost
-life (episodic life), so does playback (--no-fire-after-life-loss turns it off). Each game's score
-and length are printed, then mean, std, min and max.
+refused); it names the script and arguments that made it, and the script that last wrote it is
+imported to rebuild the agent: `<script>.py` beside sample.py or in the checkpoint's folders whose
+sha256 is the one the checkpoint's provenance records (a copied script is its own experiment), else
+any script beside sample.py with that sha256, else `<script>.py` by name alone (with a warning).
+Weights that do not fit that script's network are one sentence naming the first that differs.
+Games are played with the evaluation protocol: whole games (no episodic life), raw scores (no reward
+clipping), random no-op starts, the training run's frame skip and frame stack, sticky actions only
+if asked; where training pressed FIRE after each lost life (episodic life), so does playback
+(--no-fire-after-life-loss turns it off). Each game's score and length are printed (with its video's
+length and the wall time it took), then mean, std, min and max.
 
     python sample.py runs/<run>/checkpoints/best.pt --episodes 30 --hub-folder hub/ --push-to-hub me/ppo-Breakout
 
---hub-folder writes a Hugging Face Hub model folder (checkpoint, one game's video, args, results,
-and a model card that says only what this playback measured); --push-to-hub uploads it.
+--hub-folder writes a Hugging Face Hub model folder that plays back on its own: the checkpoint (weights,
+args, provenance, best evaluation; no optimizer or random state), the training script and sample.py,
+one game's video, args, results, and a model card that says only what this playback measured;
+--push-to-hub uploads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
+import importlib.util
+import inspect
 import json
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +44,6 @@ import torch
 import tyro
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("ppo_atari", "a2c_atari", "a2c_lstm_atari")
 
 
 @dataclass
@@ -96,8 +103,9 @@ def resolve_path(path: str) -> Path:
     return p
 
 
-def load(path: str) -> tuple[dict, object, Path]:
-    """(checkpoint dict, the script module that wrote it, resolved path); never runs code from the file."""
+def load(path: str) -> tuple[dict, object, Path, Path]:
+    """(checkpoint dict, the script module that wrote it, resolved path, the script's file); never runs
+    code from the checkpoint."""
     p = resolve_path(path)
     if p.stat().st_size == 0:
         raise SampleError(f"{str(p)!r} is empty.")
@@ -113,29 +121,126 @@ def load(path: str) -> tuple[dict, object, Path]:
         raise SampleError(f"{str(p)!r} is not a loadable checkpoint ({reason}).") from None
     if not isinstance(state, dict) or not {"script", "args", "model", "num_actions"} <= state.keys():
         raise SampleError(f"{str(p)!r} is not a checkpoint written by these scripts.")
-    script = state["script"]
-    if script not in SCRIPTS or not (HERE / f"{script}.py").is_file():
-        raise SampleError(f"{str(p)!r} was written by {script}.py, which is not in {str(HERE)!r}.")
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    return state, importlib.import_module(script), p
+    if not isinstance(state["script"], str) or not state["script"].isidentifier():
+        raise SampleError(f"{str(p)!r} is not a checkpoint written by these scripts.")
+    script = find_script(state, p)
+    return state, import_script(script), p, script
 
 
-def check_script(state: dict, module) -> None:
-    """Print the hash of the script that trained the checkpoint; warn when the one imported here differs."""
-    trained_with = (state.get("provenance") or {}).get("script_sha256")
-    here = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
-    if trained_with is None:
-        print(f"{state['script']}.py: the checkpoint records no script hash (written before provenance)", flush=True)
-    elif trained_with == here:
-        print(f"{state['script']}.py sha256 {here[:12]}, the script that trained this checkpoint", flush=True)
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def trained_sha256(state: dict, path: Path) -> Optional[str]:
+    """The sha256 of the script that last wrote the checkpoint: the code of its provenance's last resume (a
+    resume records only what differs from the run's start), else the start's; from the run's provenance.json
+    where the checkpoint holds none. None where nothing is recorded."""
+    record = state.get("provenance")
+    if not isinstance(record, dict):
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        try:
+            record = json.loads((run_dir / "provenance.json").read_text())
+        except (OSError, ValueError):
+            return None
+    if not isinstance(record, dict):
+        return None
+    resumes = record.get("resumes") if isinstance(record.get("resumes"), list) else []
+    last = (resumes[-1].get("changed") or {}) if resumes and isinstance(resumes[-1], dict) else {}
+    return last.get("script_sha256") or record.get("script_sha256")
+
+
+def find_script(state: dict, path: Path) -> Path:
+    """The script that wrote the checkpoint: by name (beside sample.py, then in the checkpoint's folders) with
+    the recorded sha256; else any script beside sample.py with that sha256; else by name alone."""
+    name, trained = state["script"], trained_sha256(state, path)
+    folders = list(dict.fromkeys([HERE, *path.resolve().parents]))
+    by_name = [folder / f"{name}.py" for folder in folders if (folder / f"{name}.py").is_file()]
+    if trained is not None:
+        beside = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+        for candidate in by_name + beside:
+            if sha256(candidate) == trained:
+                return candidate
+    if by_name:
+        return by_name[0]
+    recorded = f" (sha256 {trained[:12]})" if trained else ""
+    raise SampleError(
+        f"{str(path)!r} was written by {name}.py{recorded}, which is not in {str(HERE)!r} beside sample.py nor "
+        f"in the checkpoint's folders{', and no script beside sample.py has that sha256' if trained else ''}."
+    )
+
+
+def import_script(path: Path):
+    """The script at `path` as a module: the one already imported from that file, else loaded from it (under
+    its own name where that is free)."""
+    path, key = path.resolve(), path.stem
+    loaded = sys.modules.get(key)
+    if loaded is not None:
+        if Path(getattr(loaded, "__file__", None) or "").resolve() == path:
+            return loaded
+        key = f"{path.stem}_sha256_{sha256(path)[:16]}"  # the name is taken by another file
+        if key in sys.modules:
+            return sys.modules[key]  # a file with the same bytes
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module  # before it runs: its dataclasses look themselves up there
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[key]
+        raise SampleError(f"{str(path)!r} does not import ({type(e).__name__}: {str(e)[:160]}).") from None
+    return module
+
+
+def check_script(state: dict, script: Path, trained: Optional[str]) -> None:
+    """Print the hash of the script that last wrote the checkpoint; warn when the one imported here differs."""
+    here = sha256(script)
+    if trained is None:
+        print(f"{script.name}: the checkpoint records no script hash (written before provenance)", flush=True)
+    elif trained == here:
+        print(f"{script.name} sha256 {here[:12]}, the script that last wrote this checkpoint", flush=True)
     else:
         print(
-            f"warning: the checkpoint was trained by {state['script']}.py sha256 {trained_with[:12]}, but the one "
-            f"here is {here[:12]}: it plays with this file's code",
+            f"warning: the checkpoint was last written by {state['script']}.py sha256 {trained[:12]}, but "
+            f"{script.name} here is {here[:12]}: it plays with this file's code",
             file=sys.stderr,
             flush=True,
         )
+
+
+def build_agent(module, state: dict):
+    """The script's Agent with the checkpoint's network flags (a checkpoint older than a flag: the value
+    NETWORK_ARGS names), each passed as the Agent's parameter of that name (without the `lstm_` prefix)."""
+    net = {k: v for k, v in module.NETWORK_ARGS.items() if v is not None} | state["args"]
+    params = inspect.signature(module.Agent).parameters
+    kwargs = {}
+    for name in module.NETWORK_ARGS:
+        param = name if name in params else name.removeprefix("lstm_")
+        if param in params and name in net:
+            kwargs[param] = net[name]
+    return module.Agent(state["num_actions"], **kwargs)
+
+
+def load_weights(agent, weights: dict, script: Path) -> None:
+    """load_state_dict, or one sentence naming the first tensor that does not fit the script's network."""
+    own = agent.state_dict()
+    for key, value in weights.items():
+        if key not in own:
+            raise SampleError(
+                f"the checkpoint's {key} is not in {script.name}'s network: it was trained with another network "
+                "than this script builds."
+            )
+        if tuple(own[key].shape) != tuple(value.shape):
+            raise SampleError(
+                f"the checkpoint's {key} has shape {tuple(value.shape)} but {script.name}'s network has "
+                f"{tuple(own[key].shape)}: it was trained with another network than this script builds."
+            )
+    missing = [key for key in own if key not in weights]
+    if missing:
+        raise SampleError(
+            f"the checkpoint has no {missing[0]}, which {script.name}'s network holds: it was trained with another "
+            "network than this script builds."
+        )
+    agent.load_state_dict(weights)
 
 
 def write_frames(folder: Path, frames: list) -> None:
@@ -175,9 +280,9 @@ def hub_client():
 
 def play(args: Args) -> dict:
     check_args(args)
-    state, module, path = load(args.checkpoint)
-    saved = state["args"]
-    check_script(state, module)
+    state, module, path, script = load(args.checkpoint)
+    saved, trained = state["args"], trained_sha256(state, path)
+    check_script(state, script, trained)
     env_id = args.env_id or saved["env_id"]
     try:
         game = module.atari_game(env_id)
@@ -186,8 +291,48 @@ def play(args: Args) -> dict:
         raise SampleError(str(e)) from None
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
-    if args.hub_folder is not None and args.save_video is None:  # the card's video: game 1's
-        args = dataclasses.replace(args, save_video=str(Path(args.hub_folder) / "videos"))
+    aside = None
+    if args.hub_folder is not None and args.save_video is None:  # the card's video, made aside: no folder is touched
+        aside = tempfile.mkdtemp(prefix="sample-video-")
+        args = dataclasses.replace(args, save_video=aside)
+    try:
+        summary, card_video = play_and_summarise(args, module, state, path, game, backend, env_id, device)
+        if aside is not None:  # the videos were made for the card alone: game 1's is its replay.mp4
+            for episode in summary["episodes"]:
+                episode.pop("video", None)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(summary, indent=2))
+        if args.hub_folder is not None:
+            try:
+                write_hub_folder(Path(args.hub_folder), args, module, script, trained, state, summary, card_video)
+            except OSError as e:
+                raise SampleError(f"could not write the model folder {args.hub_folder!r} ({e}).") from None
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    if args.push_to_hub is not None:
+        api = hub_client()
+        try:
+            api.create_repo(args.push_to_hub, exist_ok=True)
+            url = api.upload_folder(
+                folder_path=args.hub_folder,
+                repo_id=args.push_to_hub,
+                commit_message=f"{state['script']} on {env_id}: {len(summary['episodes'])} games",
+            )
+        except Exception as e:  # network, permission, quota: the folder stays, the error is one sentence
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise SampleError(
+                f"could not upload {args.hub_folder!r} to {args.push_to_hub} ({reason}); "
+                "the folder is complete and can be uploaded again."
+            ) from None
+        print(f"uploaded {args.hub_folder} to {url}", flush=True)
+    return summary
+
+
+def play_and_summarise(args: Args, module, state: dict, path: Path, game: str, backend: str, env_id: str, device):
+    """Play the games; (the summary of scores, game 1's video or None)."""
+    saved = state["args"]
     num_envs = min(args.num_envs, args.episodes)
     env_kwargs = dict(
         frame_skip=saved["frame_skip"],
@@ -209,18 +354,13 @@ def play(args: Args) -> dict:
                 f"{env_id} has {envs.num_actions} actions but the agent was trained with "
                 f"{state['num_actions']} ({saved['env_id']})."
             )
-        # a checkpoint older than a network flag was made with the value NETWORK_ARGS names
-        net = {k: v for k, v in module.NETWORK_ARGS.items() if v is not None} | saved
-        extra = {}
-        if "lstm_hidden_size" in net:  # the LSTM's network
-            extra = dict(
-                lstm_hidden_size=net["lstm_hidden_size"], layer_norm=net["lstm_layer_norm"], skip=net["lstm_skip"]
-            )
-        agent = module.Agent(state["num_actions"], saved["frame_stack"], **extra).to(device)
+        script = Path(module.__file__)
+        agent = build_agent(module, state).to(device)
         agent = agent.to(memory_format=torch.channels_last)  # as training holds it: faster convolutions
-        agent.load_state_dict(state["model"])
+        load_weights(agent, state["model"], script)
         agent.eval()
-        result = play_games(args, module, agent, envs, screens, saved, device)
+        fire = envs.fire_action if args.fire_after_life_loss and saved.get("episodic_life", False) else None
+        result = play_games(args, module, agent, envs, screens, saved, device, fire)
     finally:
         envs.close()
         if screens is not None:
@@ -230,10 +370,13 @@ def play(args: Args) -> dict:
     summary = {
         "checkpoint": str(path),
         "script": state["script"],
+        "played_with": {"file": script.name, "sha256": sha256(script)},
         "env_id": env_id,
+        "trained_env_id": saved["env_id"],
         "trained_steps": state.get("global_step"),
         "greedy": args.greedy,
         "sticky_actions": args.sticky_actions,
+        "fire_after_life_loss": fire is not None,
         "seed": args.seed,
         "episodes": result,
         "mean_return": float(returns.mean()),
@@ -247,31 +390,8 @@ def play(args: Args) -> dict:
         f"min {summary['min_return']:.1f}, max {summary['max_return']:.1f}",
         flush=True,
     )
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2))
-    if args.hub_folder is not None:
-        try:
-            write_hub_folder(Path(args.hub_folder), args, module, state, path, summary)
-        except OSError as e:
-            raise SampleError(f"could not write the model folder {args.hub_folder!r} ({e}).") from None
-        if args.push_to_hub is not None:
-            api = hub_client()
-            try:
-                api.create_repo(args.push_to_hub, exist_ok=True)
-                url = api.upload_folder(
-                    folder_path=args.hub_folder,
-                    repo_id=args.push_to_hub,
-                    commit_message=f"{state['script']} on {env_id}: {len(returns)} games",
-                )
-            except Exception as e:  # network, permission, quota: the folder stays, the error is one sentence
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                raise SampleError(
-                    f"could not upload {args.hub_folder!r} to {args.push_to_hub} ({reason}); "
-                    "the folder is complete and can be uploaded again."
-                ) from None
-            print(f"uploaded {args.hub_folder} to {url}", flush=True)
-    return summary
+    video = result[0].get("video")
+    return summary, Path(video) if video else None
 
 
 ALGORITHMS = {
@@ -281,9 +401,20 @@ ALGORITHMS = {
 }
 
 
+def algorithm(script: str, saved: dict) -> tuple[str, str]:
+    """(name, tag) of the algorithm: by the script's name, else (a copied script) by its flags."""
+    if script in ALGORITHMS:
+        return ALGORITHMS[script]
+    if "clip_coef" in saved:
+        return ALGORITHMS["ppo_atari"]
+    return ALGORITHMS["a2c_lstm_atari" if "lstm_hidden_size" in saved else "a2c_atari"]
+
+
 def command_line(module, saved: dict) -> str:
-    """The training command: the flags whose values differ from the script's defaults."""
+    """The training command: the flags whose values differ from the script's defaults; a checkpoint older than a
+    network flag was made with the value NETWORK_ARGS names, so that value is said where it is not the default."""
     defaults, flags = dataclasses.asdict(module.Args()), []
+    saved = {k: v for k, v in getattr(module, "NETWORK_ARGS", {}).items() if v is not None} | saved
     for key, value in saved.items():
         if key not in defaults or value == defaults[key] or value is None:
             continue
@@ -292,32 +423,79 @@ def command_line(module, saved: dict) -> str:
             flags.append(flag if value else f"--no-{flag[2:]}")
         else:
             flags.append(f"{flag} {shlex.quote(str(value))}")
-    return " ".join([f"python {module.SCRIPT}.py", *flags])
+    return " ".join([f"python {Path(module.__file__).name}", *flags])
 
 
-def write_hub_folder(folder: Path, args: Args, module, state: dict, path: Path, summary: dict) -> None:
-    """The checkpoint, game 1's video, the training args, results.json and a README.md model card whose
-    metadata (model-index) holds the mean and std just measured."""
+def playback_flags(args: Args) -> list[str]:
+    """The flags of this playback that change what it measured (not where it writes), as sample.py takes them."""
+    defaults, flags = dataclasses.asdict(Args(checkpoint="")), []
+    measured = ("greedy", "seed", "num_envs", "env_id", "env_backend", "sticky_actions", "noop_max")
+    for key in (*measured, "max_episode_frames", "fire_after_life_loss"):
+        value, flag = getattr(args, key), "--" + key.replace("_", "-")
+        if value != defaults[key]:
+            flags.append((flag if value else f"--no-{flag[2:]}") if isinstance(value, bool) else f"{flag} {value}")
+    return flags
+
+
+CHECKPOINT_KEYS = ("script", "args", "iteration", "global_step", "num_actions", "model", "best_eval", "provenance")
+
+
+def write_hub_folder(
+    folder: Path, args: Args, module, script: Path, trained: Optional[str], state: dict, summary: dict, video
+) -> None:
+    """A folder that plays back on its own: the checkpoint as play-back needs it, the training script and
+    sample.py, game 1's video, the training args, results.json and a README.md model card whose metadata
+    (model-index) holds the mean and std just measured."""
     folder.mkdir(parents=True, exist_ok=True)
-    script, saved, env_id = state["script"], state["args"], summary["env_id"]
-    shutil.copyfile(path, folder / f"{script}.pt")
-    video = summary["episodes"][0].get("video")
-    if video:
+    name_of, saved, env_id = state["script"], state["args"], summary["env_id"]
+    checkpoint = f"{name_of}.pt"
+    # weights, flags and records; no optimizer or random state (a resume's, not a playback's)
+    torch.save({k: state[k] for k in CHECKPOINT_KEYS if k in state}, folder / checkpoint)
+    here = sha256(script)
+    shutil.copyfile(script, folder / script.name)
+    if Path(__file__).resolve() != (folder / "sample.py").resolve():
+        shutil.copyfile(Path(__file__).resolve(), folder / "sample.py")
+    if video is not None:
         shutil.copyfile(video, folder / "replay.mp4")
-    if args.save_video == str(folder / "videos"):  # made for the card alone: game 1's is replay.mp4
-        shutil.rmtree(folder / "videos", ignore_errors=True)
     (folder / "args.json").write_text(json.dumps(saved, indent=2))
     results = {k: v for k, v in summary.items() if k not in ("checkpoint",)}
     (folder / "results.json").write_text(json.dumps(results, indent=2))
-    name, tag = ALGORITHMS[script]
+    name, tag = algorithm(name_of, saved)
     mean, std, games = summary["mean_return"], summary["std_return"], len(summary["episodes"])
     steps = state.get("global_step", 0)
+    fire = (
+        "FIRE pressed on the step after each lost life (training's episodic life pressed it, so its agent never had to)"
+        if summary["fire_after_life_loss"]
+        else "no FIRE pressed for the agent"
+    )
     protocol = (
         f"{games} whole games (no episodic life, raw scores, up to {args.noop_max} random no-ops first), "
         f"{'greedy' if args.greedy else 'sampled'} actions, sticky actions "
-        f"{args.sticky_actions if args.sticky_actions else 'off'}, at most {args.max_episode_frames:,} frames "
-        f"a game, seed {args.seed}"
+        f"{args.sticky_actions if args.sticky_actions else 'off'}, {fire}, at most {args.max_episode_frames:,} "
+        f"frames a game, seed {args.seed}"
     )
+    trained_on = saved["env_id"]
+    another_game = (
+        f"\n\n**It was trained on {trained_on} and is played here on {env_id}** (`--env-id`): these scores are on "
+        f"a game it never saw in training."
+        if game_of(module, env_id) != game_of(module, trained_on)
+        else ""
+    )
+    if trained is not None and trained == here:
+        code = (
+            f"`{script.name}` in this folder is the script that trained it (sha256 `{here}`, as its checkpoint records)"
+        )
+    elif trained is not None:
+        code = (
+            f"The script that trained it (sha256 `{trained}`, as its checkpoint records) is not at hand; "
+            f"`{script.name}` in this folder (sha256 `{here}`) is the one that played these games"
+        )
+    else:
+        code = (
+            f"The checkpoint records no script hash, so the script that trained it is not known; `{script.name}` in "
+            f"this folder (sha256 `{here}`) is the one that played these games"
+        )
+    replay = " ".join(["python sample.py", checkpoint, f"--episodes {games}", *playback_flags(args)])
     card = f"""---
 library_name: pytorch
 tags:
@@ -327,7 +505,7 @@ tags:
 - {env_id}
 - {tag}
 model-index:
-- name: {script}
+- name: {name_of}
   results:
   - task:
       type: reinforcement-learning
@@ -344,29 +522,40 @@ model-index:
 
 # {name} playing {env_id}
 
-{"An" if name[0] in "AEIOU" else "A"} {name} agent trained with `{script}.py`, one file of the single-file
-Atari scripts, for {steps:,} agent steps ({steps * saved["frame_skip"]:,} frames).
-It scores **{mean:.2f} +/- {std:.2f}** over {games} games, as played back by `sample.py`: {protocol}.
+{"An" if name[0] in "AEIOU" else "A"} {name} agent trained with `{script.name}`, one file of the single-file
+Atari scripts, for {steps:,} agent steps ({steps * saved["frame_skip"]:,} frames) on {trained_on}.
+It scores **{mean:.2f} +/- {std:.2f}** over {games} games, as played back by `sample.py`: {protocol}.{another_game}
 
 ## Training
 
     {command_line(module, saved)}
 
-(every flag of the run is in `args.json`; the checkpoint is `{script}.pt`)
+(every flag of the run is in `args.json`)
 
 ## Play it back
 
-    python sample.py {script}.pt --episodes {games}{" --greedy" if args.greedy else ""} --save-video videos/
+    {replay} --save-video videos/
 
-`sample.py` needs `{script}.py` beside it; the checkpoint loads with `torch.load(..., weights_only=True)`.
-Per-game scores and lengths are in `results.json`{"; `replay.mp4` is game 1" if video else ""}.
+{code}; `sample.py` is here too, so the folder plays back on its own (with the packages both files
+import). The checkpoint `{checkpoint}` holds the weights, the training flags, the provenance and the best
+evaluation (no optimizer or random state) and loads with `torch.load(..., weights_only=True)`.
+Per-game scores and lengths are in `results.json`{"; `replay.mp4` is game 1" if video is not None else ""}.
 """
     (folder / "README.md").write_text(card)
     print(f"model folder for the Hub: {folder}", flush=True)
 
 
+def game_of(module, env_id: str) -> str:
+    """The ROM an env id plays ('Breakout-v5' and 'BreakoutNoFrameskip-v4' are one game)."""
+    try:
+        return module.atari_game(env_id)
+    except module.UsageError:
+        return env_id
+
+
 @torch.no_grad()
-def play_games(args: Args, module, agent, envs, screens, saved: dict, device) -> list[dict]:
+def play_games(args: Args, module, agent, envs, screens, saved: dict, device, fire: Optional[int]) -> list[dict]:
+    """Play each env's share of --episodes; `fire`: the action pressed on the step after a lost life (None: none)."""
     num_envs = envs.num_envs
     quota = np.full(num_envs, args.episodes // num_envs)
     quota[: args.episodes % num_envs] += 1
@@ -374,7 +563,6 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
     frames, lives = envs.reset()
     frame_stack.push(torch.from_numpy(frames).to(device), torch.ones(num_envs, dtype=torch.bool, device=device))
     stats = module.EpisodeStats(num_envs, lives)
-    fire = envs.fire_action if args.fire_after_life_loss and saved.get("episodic_life", False) else None
     recurrent = hasattr(agent, "initial_state")
     if recurrent:
         hidden = agent.initial_state(num_envs, device)
@@ -383,7 +571,7 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
     fps = 60.0 / saved["frame_skip"]  # one frame per agent step at the emulator's 60 Hz
     played = np.zeros(num_envs, np.int64)
     episodes: list[dict] = []
-    start = time.time()
+    started = np.full(num_envs, time.time())  # when each env's game began, for the wall time it took
     while (played < quota).any():
         if recurrent:
             logits, _, hidden = agent.step(frame_stack.obs, hidden, starts)
@@ -414,13 +602,15 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
                         "truncated": bool(truncated[i] and not terminated[i]),
                     }
                 )
-                saved_to = []
+                saved_to, took = [], f"played in {time.time() - started[i]:.0f} s"
                 if args.save_video:
                     Path(args.save_video).mkdir(parents=True, exist_ok=True)
                     # MP4 through the ffmpeg binary that imageio-ffmpeg ships: no system ffmpeg needed
                     video = module.write_video(Path(args.save_video) / f"episode_{k:03d}.mp4", screen_frames[i], fps)
                     episodes[-1]["video"] = str(video) if video else None
-                    saved_to += [str(video)] if video else []
+                    if video:  # one frame per agent step and the first screen
+                        saved_to.append(str(video))
+                        took = f"{len(screen_frames[i]) / fps:.0f} s of video, {took}"
                 if args.save_frames:
                     folder = Path(args.save_frames) / f"episode_{k:03d}"
                     write_frames(folder, screen_frames[i])
@@ -428,10 +618,11 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device) ->
                     saved_to.append(str(folder))
                 print(
                     f"game {k + 1}/{args.episodes}: score {score:.1f}, {length} steps"
-                    f"{' -> ' + ', '.join(saved_to) if saved_to else ''} ({time.time() - start:.0f}s)",
+                    f"{' -> ' + ', '.join(saved_to) if saved_to else ''} ({took})",
                     flush=True,
                 )
             played[i] += 1
+            started[i] = time.time()
         frame_stack.push(torch.from_numpy(frames).to(device), torch.from_numpy(resetting).to(device))
         if recurrent:  # zero the LSTM state where an episode starts, as in training
             starts = torch.from_numpy(resetting | (life_lost & saved.get("reset_on_life_loss", False))).to(device)
