@@ -151,3 +151,43 @@ def test_a_run_folder_the_file_system_refuses_is_one_sentence_before_anything_is
     monkeypatch.setattr(script, "Agent", built)
     with pytest.raises(script.UsageError, match=rf"^cannot make the run folder '.*': {reason}\.$"):
         script.train(tiny_args(script, tmp_path, **flags))
+
+
+TORCHRUN_DRIVER = """
+import os, sys
+sys.path.insert(0, {root!r})
+import ppo_atari
+{inject}
+if os.environ["RANK"] == "1":  # one process's loss alone turns NaN: the summed gradient carries it to both
+    inject(ppo_atari, 3, {calls})
+sys.argv = ["ppo_atari.py"] + {flags!r}
+ppo_atari.main()
+"""
+
+
+def test_under_torchrun_every_process_stops_at_the_same_non_finite_update_and_none_hangs(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = dict(TINY["ppo_atari"], num_envs=4)
+    batch = settings["num_envs"] * settings["num_steps"]
+    flags = ["--no-cuda", "--total-timesteps", str(5 * batch), "--runs-dir", str(tmp_path / "runs")]
+    flags += ["--run-name", "run", "--checkpoint-every", "1", "--eval-every", "0", "--log-interval", "1e9"]
+    for key, value in settings.items():
+        flags += [f"--{key.replace('_', '-')}", str(value)]
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        TORCHRUN_DRIVER.format(
+            root=str(ROOT), inject=INJECT.format(loss="ppo_loss"), calls=loss_calls_per_update("ppo_atari"), flags=flags
+        )
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", "--rdzv-backend=c10d"]
+    cmd += [f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=nan", "--max-restarts=0", "--monitor-interval=0.5"]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*cmd, str(driver)], env=env, capture_output=True, text=True, timeout=240)
+    sentence = f"error: iteration 3 (step {3 * batch:,}) made the loss nan;"
+    assert proc.returncode != 0 and proc.stderr.count(sentence) == 2, proc.stderr[-3000:]
+    folder = tmp_path / "runs" / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["iter_000001.pt", "iter_000002.pt", "latest.pt"]
