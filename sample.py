@@ -296,7 +296,9 @@ def play(args: Args) -> dict:
         aside = tempfile.mkdtemp(prefix="sample-video-")
         args = dataclasses.replace(args, save_video=aside)
     try:
-        summary, card_video = play_and_summarise(args, module, state, path, game, backend, env_id, device)
+        summary, card_video = play_and_summarise(
+            args, module, state, path, game, backend, env_id, device, card_video_only=aside is not None
+        )
         if aside is not None:  # the videos were made for the card alone: game 1's is its replay.mp4
             for episode in summary["episodes"]:
                 episode.pop("video", None)
@@ -330,7 +332,9 @@ def play(args: Args) -> dict:
     return summary
 
 
-def play_and_summarise(args: Args, module, state: dict, path: Path, game: str, backend: str, env_id: str, device):
+def play_and_summarise(
+    args: Args, module, state: dict, path: Path, game: str, backend: str, env_id: str, device, card_video_only: bool
+):
     """Play the games; (the summary of scores, game 1's video or None)."""
     saved = state["args"]
     num_envs = min(args.num_envs, args.episodes)
@@ -360,7 +364,7 @@ def play_and_summarise(args: Args, module, state: dict, path: Path, game: str, b
         load_weights(agent, state["model"], script)
         agent.eval()
         fire = envs.fire_action if args.fire_after_life_loss and saved.get("episodic_life", False) else None
-        result = play_games(args, module, agent, envs, screens, saved, device, fire)
+        result = play_games(args, module, agent, envs, screens, saved, device, fire, card_video_only)
     finally:
         envs.close()
         if screens is not None:
@@ -452,9 +456,9 @@ def write_hub_folder(
     # weights, flags and records; no optimizer or random state (a resume's, not a playback's)
     torch.save({k: state[k] for k in CHECKPOINT_KEYS if k in state}, folder / checkpoint)
     here = sha256(script)
-    shutil.copyfile(script, folder / script.name)
-    if Path(__file__).resolve() != (folder / "sample.py").resolve():
-        shutil.copyfile(Path(__file__).resolve(), folder / "sample.py")
+    for source in (script, Path(__file__)):  # not onto themselves: a folder made again from its own files
+        if source.resolve() != (folder / source.name).resolve():
+            shutil.copyfile(source, folder / source.name)
     if video is not None:
         shutil.copyfile(video, folder / "replay.mp4")
     (folder / "args.json").write_text(json.dumps(saved, indent=2))
@@ -554,8 +558,11 @@ def game_of(module, env_id: str) -> str:
 
 
 @torch.no_grad()
-def play_games(args: Args, module, agent, envs, screens, saved: dict, device, fire: Optional[int]) -> list[dict]:
-    """Play each env's share of --episodes; `fire`: the action pressed on the step after a lost life (None: none)."""
+def play_games(
+    args: Args, module, agent, envs, screens, saved: dict, device, fire: Optional[int], card_video_only: bool = False
+) -> list[dict]:
+    """Play each env's share of --episodes; `fire`: the action pressed on the step after a lost life (None: none);
+    `card_video_only`: --save-video is a scratch folder for game 1's video, the model card's replay.mp4."""
     num_envs = envs.num_envs
     quota = np.full(num_envs, args.episodes // num_envs)
     quota[: args.episodes % num_envs] += 1
@@ -603,13 +610,13 @@ def play_games(args: Args, module, agent, envs, screens, saved: dict, device, fi
                     }
                 )
                 saved_to, took = [], f"played in {time.time() - started[i]:.0f} s"
-                if args.save_video:
+                if args.save_video and (k == 0 or not card_video_only):
                     Path(args.save_video).mkdir(parents=True, exist_ok=True)
                     # MP4 through the ffmpeg binary that imageio-ffmpeg ships: no system ffmpeg needed
                     video = module.write_video(Path(args.save_video) / f"episode_{k:03d}.mp4", screen_frames[i], fps)
                     episodes[-1]["video"] = str(video) if video else None
                     if video:  # one frame per agent step and the first screen
-                        saved_to.append(str(video))
+                        saved_to.append("the model folder's replay.mp4" if card_video_only else str(video))
                         took = f"{len(screen_frames[i]) / fps:.0f} s of video, {took}"
                 if args.save_frames:
                     folder = Path(args.save_frames) / f"episode_{k:03d}"
