@@ -45,16 +45,40 @@ def test_each_mode_hands_the_network_the_state_it_names():
             assert all(not torch.equal(h[0, i], state[0][0, i]) for i in range(3))
 
 
-def test_the_three_modes_play_whole_games_and_as_trained_is_the_script_own_evaluation(tmp_path):
+def test_the_three_modes_play_whole_games_and_as_trained_is_the_script_own_evaluation(tmp_path, monkeypatch):
     args = tiny_args(L, tmp_path, iterations=1, run_name="tiny", max_episode_frames=400)
     L.train(args)
+    steps, play, agent_step = {}, lstm_memory.play, L.Agent.step  # each mode's (state in, state out) of every step
+
+    def recording_play(module, state, mode, *rest):
+        steps[mode] = []
+        return play(module, state, mode, *rest)
+
+    def recording_step(self, obs, state, starts):
+        logits, values, out = agent_step(self, obs, state, starts)
+        steps[list(steps)[-1]].append((torch.stack(state), torch.stack(out)))
+        return logits, values, out
+
+    monkeypatch.setattr(lstm_memory, "play", recording_play)
+    monkeypatch.setattr(L.Agent, "step", recording_step)
     out = tmp_path / "memory.json"
     results = lstm_memory.main(
         lstm_memory.Args(str(tmp_path / "runs" / "tiny"), episodes=3, env_backend="ale", seed=7, out=str(out))
     )
-    assert set(results["modes"]) == set(lstm_memory.MODES)
+    assert set(results["modes"]) == set(lstm_memory.MODES) == set(steps)
     assert all(len(r["scores"]) == 3 for r in results["modes"].values())
     assert json.loads(out.read_text())["modes"] == results["modes"]
+    # the states the network got at each step after the first, against the state it gave back the step before
+    for mode, handed in steps.items():
+        assert len(handed) > 100, (mode, len(handed))  # whole games: hundreds of steps
+        received, previous = torch.stack([s for s, _ in handed[1:]]), torch.stack([o for _, o in handed[:-1]])
+        assert previous.abs().amax(dim=(1, 3, 4)).min() > 0, mode  # every env's state is non-zero at every step
+        if mode == "as-trained":
+            assert torch.equal(received, previous), mode
+        elif mode == "zeroed":
+            assert not received.any(), mode
+        else:  # the 2 evaluation envs swap states
+            assert torch.equal(received, previous.roll(1, dims=3)) and not torch.equal(received, previous), mode
     state = L.load_checkpoint(tmp_path / "runs" / "tiny")
     agent = L.Agent(state["num_actions"], args.frame_stack, args.lstm_hidden_size)
     agent.load_state_dict(state["model"])
