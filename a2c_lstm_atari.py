@@ -985,6 +985,9 @@ def check_resume(state: dict, args: Args) -> None:
     """The checkpoint must come from this script, for this game, with the same network shape."""
     if state["script"] != SCRIPT:
         raise UsageError(f"{state['path']!r} was written by {state['script']}.py, not {SCRIPT}.py.")
+    if "optimizer" not in state or "rng" not in state:
+        raise UsageError(f"{state['path']!r} holds what play-back needs (a Hub folder's), not the optimizer and "
+                         "random state a resume needs: resume from the run's own checkpoints/.")
     saved = state["args"]
     if atari_game(saved["env_id"]) != atari_game(args.env_id):
         raise UsageError(f"{state['path']!r} is a checkpoint for {saved['env_id']}, not {args.env_id}.")

@@ -198,7 +198,7 @@ def test_under_torchrun_games_and_the_stop_flag_are_agreed_every_few_iterations_
     with A.RunLog(args, tmp_path / "run", None, agent, torch.optim.Adam(agent.parameters()), 4, None, procs) as run:
         gathers.clear()
         for iteration in range(1, 21):
-            run.log_iteration(iteration, iteration * 10, [(1.0, 10)], 1e-3, {})
+            run.log_iteration(iteration, iteration * 10, [(1.0, 10)], 1e-3, {"loss": 0.0, "grad_norm": 0.0})
             assert not run.stop_requested(iteration)
     assert len(gathers) == len(reductions) == 3  # iterations 8, 16 and the last, 20
     assert gathers[0] == [(1.0, 10)] * 8  # nothing is lost between gathers

@@ -166,3 +166,14 @@ def test_an_interrupted_run_ends_on_the_same_line(tmp_path, monkeypatch, capsys)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert out["interrupted"] and last.startswith(f"stopped at step {out['global_step']:,}: {out['checkpoint']}; ")
     assert "resume: python ppo_atari.py" in last
+
+
+def test_a_play_back_checkpoint_without_optimizer_is_refused_as_a_resume_in_one_sentence(script, tmp_path):
+    out = script.train(tiny_args(script, tmp_path, iterations=1, run_name="full"))
+    state = load(out["checkpoint"])
+    slim = tmp_path / "hub" / f"{script.SCRIPT}.pt"  # what sample.py --hub-folder keeps: no optimizer, no RNG
+    slim.parent.mkdir()
+    torch.save({k: v for k, v in state.items() if k not in ("optimizer", "rng", "rng_by_rank")}, slim)
+    with pytest.raises(script.UsageError, match=r"holds what play-back needs .* not the optimizer and random state"):
+        script.train(tiny_args(script, tmp_path, iterations=2, run_name="again", resume=str(slim)))
+    assert not (tmp_path / "runs" / "again").exists()
