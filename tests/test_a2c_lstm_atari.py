@@ -218,11 +218,13 @@ def test_a_checkpoint_older_than_the_skip_flag_is_rebuilt_without_the_skip(tmp_p
 def test_compile_takes_the_lstm_into_the_graph_and_learns_the_same_as_eager(tmp_path):
     from torch._dynamo.utils import counters
 
-    counters.clear()
-    weights = []
+    weights, graphs = [], []
     for compiled in (False, True):
+        counters.clear()
         args = tiny_args(L, tmp_path, iterations=2, run_name=f"compile-{compiled}", compile=compiled, seed=3)
         weights.append(torch.load(L.train(args)["checkpoint"], weights_only=True)["model"])
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] == 0 and graphs[1] >= 3, graphs  # a graph each for the policy step, the returns, the loss
     breaks = [reason for reason in counters["graph_break"] if "RNN" in reason or "LSTM" in reason]
     assert not breaks, breaks
     for name in weights[0]:

@@ -125,7 +125,9 @@ def test_fire_relaunches_play_after_a_lost_life_and_stays_out_of_the_loss(backen
     _, buf, _, _ = rollout(backend, num_steps=160, sent=sent, max_episode_frames=108_000, episodic_life=False)
     assert (np.stack([a for a, _ in sent]) == buf.actions.numpy()).all()  # whole games: nothing forced
     lives = np.stack([l for _, l in sent])
-    assert all(lives[t - 1, e] == 0 for t, e in zip(*np.nonzero(buf.valid.numpy() == 0)))  # only resets
+    resets = [(t + 1, e) for t, e in zip(*np.nonzero(buf.dones.numpy()[:-1]))]  # the step after a game's end
+    assert len(resets) >= 1 and all(lives[t - 1, e] == 0 for t, e in resets)  # a game over, not a lost life
+    assert sorted(zip(*np.nonzero(buf.valid.numpy() == 0))) == resets  # those steps alone stay out of the loss
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -246,11 +248,16 @@ def test_learning_rate_anneals_linearly_to_zero(tmp_path):
 
 
 def test_compile_learns_the_same_as_eager(tmp_path):
-    weights = []
+    from torch._dynamo.utils import counters
+
+    weights, graphs = [], []
     for compiled in (False, True):
+        counters.clear()
         args = tiny_args(P, tmp_path, iterations=2, run_name=f"compile-{compiled}", compile=compiled, seed=3)
         out = P.train(args)
         weights.append(torch.load(out["checkpoint"], weights_only=True)["model"])
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] == 0 and graphs[1] >= 3, graphs  # a graph each for the policy step, the returns, the loss
     for name in weights[0]:
         assert torch.allclose(weights[0][name], weights[1][name], atol=1e-5), name
 
