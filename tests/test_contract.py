@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -286,17 +287,34 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(script, tmp_path):
         [sys.executable, str(ROOT / f"{script.SCRIPT}.py"), *flags],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait for the first progress line
-        line = proc.stdout.readline()
-        if line.startswith("step "):
-            break
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    lines, progress = [], threading.Event()
+
+    def read():  # every line the child writes, until it closes its output (it exits)
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("step "):
+                progress.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 600  # a guard against a silent hang alone: an exit ends the wait at once
+        while not progress.wait(0.1):  # wait for the first progress line
+            if proc.poll() is not None or time.monotonic() > deadline:
+                reader.join(10)
+                pytest.fail(f"no progress line, exit status {proc.poll()}:\n" + "".join(lines)[-3000:])
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    out = "".join(lines)
+    assert proc.returncode == 0, out[-3000:]
     assert "saving a checkpoint" in out
     state = torch.load(tmp_path / "runs" / "sig" / "checkpoints" / "latest.pt", weights_only=True)
     assert state["iteration"] >= 1
