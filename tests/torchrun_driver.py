@@ -8,6 +8,7 @@ end, the iteration it stopped at, its pid, and its exit status when main() ends 
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,7 +30,19 @@ def recording_make_envs(args, backend, seed, num_envs, full_frames=False):
     return make_envs(args, backend, seed, num_envs, full_frames)
 
 
+pause = os.environ.get("TORCHRUN_DRIVER_PAUSE", "")
+pause_at = int(pause.split(":")[1]) if pause and restart == 0 and int(pause.split(":")[0]) == rank else 0
+rollouts = 0
+
+
 def recording_collect_rollout(*args, **kwargs):
+    global rollouts
+    rollouts += 1
+    if rollouts == pause_at:
+        (out / "paused.tmp").write_text(str(os.getpid()))
+        (out / "paused.tmp").rename(out / f"paused_{rank}_{restart}")  # whole, or not there
+        while True:
+            time.sleep(1)
     result = collect_rollout(*args, **kwargs)
     record["games"] += result if isinstance(result, list) else result[0]
     (out / f"rolled_out_{rank}_{restart}").touch()  # this process is training
