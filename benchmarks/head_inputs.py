@@ -163,7 +163,6 @@ def main(args: Args) -> dict:
     sizes = (
         {
             "lstm_hidden_size": script_args.lstm_hidden_size,
-            "layer_norm": script_args.lstm_layer_norm,
             "skip": script_args.lstm_skip,
         }
         if hasattr(script_args, "lstm_hidden_size")

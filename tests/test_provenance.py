@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from conftest import ROOT, tiny_args
@@ -70,9 +71,9 @@ def test_sample_names_the_script_hash_and_warns_when_the_script_here_differs(tmp
     args = sample.Args(checkpoint=out["checkpoint"], episodes=1, max_episode_frames=200, cuda=False, env_backend="ale")
     sample.play(args)
     sha = hashlib.sha256((ROOT / "a2c_atari.py").read_bytes()).hexdigest()
-    assert f"sha256 {sha[:12]}, the script that trained" in capsys.readouterr().out
+    assert f"sha256 {sha[:12]}, the script that last wrote this checkpoint" in capsys.readouterr().out
     state = torch.load(out["checkpoint"], weights_only=True)
     state["provenance"]["script_sha256"] = "0" * 64
-    monkeypatch.setattr(sample, "load", lambda path: (state, A, out["checkpoint"]))
+    monkeypatch.setattr(sample, "load", lambda path: (state, A, Path(out["checkpoint"]), ROOT / "a2c_atari.py"))
     sample.play(args)
-    assert "warning: the checkpoint was trained by a2c_atari.py sha256 000000000000" in capsys.readouterr().err
+    assert "warning: the checkpoint was last written by a2c_atari.py sha256 000000000000" in capsys.readouterr().err
