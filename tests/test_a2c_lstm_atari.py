@@ -133,32 +133,17 @@ def test_checkpoint_rebuilds_the_agent_for_playback(tmp_path):
     assert agent.lstm.hidden_size == 24 and agent.network[0].in_channels == 2
 
 
-def test_layer_norm_hands_the_heads_a_normalised_lstm_output(tmp_path):
-    import sample
-
-    read = {}
-    for layer_norm in (False, True):
-        torch.manual_seed(0)
-        agent = L.Agent(4, frame_stack=1, lstm_hidden_size=16, layer_norm=layer_norm, skip=False)
-        hook = agent.actor.register_forward_hook(lambda m, inputs, out, key=layer_norm: read.update({key: inputs[0]}))
-        obs = torch.randint(0, 255, (3, 2, 1, 84, 84), dtype=torch.uint8)
-        with torch.no_grad():
-            agent(obs, agent.initial_state(2, CPU), torch.zeros(3, 2, dtype=torch.bool))
-        hook.remove()
-    assert read[False].std(-1).max() < 0.5  # the LSTM's own output: tanh-bounded, small at initialisation
-    assert read[True].mean(-1).abs().max() < 1e-5 and (read[True].std(-1, unbiased=False) - 1).abs().max() < 1e-3
-
-    # a checkpoint of it plays back (sample.py builds the same network) and resumes only with the flag
-    out = L.train(tiny_args(L, tmp_path, iterations=1, run_name="ln", lstm_layer_norm=True))
-    summary = sample.play(sample.Args(checkpoint=out["checkpoint"], episodes=1, max_episode_frames=200, cuda=False))
-    assert len(summary["episodes"]) == 1
-    state = torch.load(out["checkpoint"], weights_only=True) | {"path": "ln.pt"}
-    L.check_resume(state, tiny_args(L, tmp_path, lstm_layer_norm=True))
-    with pytest.raises(L.UsageError, match="trained with --lstm-layer-norm True, not False"):
-        L.check_resume(state, tiny_args(L, tmp_path))
-    # a checkpoint older than the flag was made without it
-    older = state | {"args": {k: v for k, v in state["args"].items() if k != "lstm_layer_norm"}}
-    L.check_resume(older, tiny_args(L, tmp_path))
+def test_a_checkpoint_of_the_removed_layer_norm_control_is_one_sentence_not_a_traceback():
+    """--lstm-layer-norm was a control (docs/lstm-study.md, at commit bb3e768); its checkpoints hold norm.* weights."""
+    agent = L.Agent(4, frame_stack=1, lstm_hidden_size=16)
+    model = agent.state_dict() | {"norm.weight": torch.ones(16), "norm.bias": torch.zeros(16)}
+    with pytest.raises(
+        L.UsageError,
+        match=r"^'ln.pt' does not fit a2c_lstm_atari\.py's network: only the checkpoint "
+        r"has norm\.weight\.$",
+    ):
+        L.load_weights(agent, {"model": model, "path": "ln.pt"})
+    assert not hasattr(L.Args(), "lstm_layer_norm") and "lstm_layer_norm" not in L.NETWORK_ARGS
 
 
 def test_skip_hands_the_heads_the_cnn_features_beside_the_lstm_output(tmp_path):
