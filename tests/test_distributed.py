@@ -208,7 +208,9 @@ def test_rank_0_alone_writes_and_logs_every_processs_games(two_process_runs, nam
     acc.Reload()
     logged = sorted(e.value for e in acc.Scalars("charts/episodic_return"))
     assert logged == sorted(score for r in records for score, _ in r["games"])
-    assert proc.stdout.count("step ") == 1  # one progress line, rank 0's, at the end
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("step ") for line in lines) == 1  # one progress line, rank 0's, at the end
+    assert sum(line.startswith("finished at step ") for line in lines) == 1  # and one closing line, rank 0's
 
 
 def test_sample_plays_a_distributed_runs_checkpoint(two_process_runs, tmp_path):

@@ -168,7 +168,7 @@ def test_loss_at_the_collecting_policy_has_no_kl_and_no_clipping():
         ent_coef=0.01,
         vf_coef=0.5,
     )
-    assert figures.keys() == {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"}
+    assert figures.keys() == {"loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"}
     assert abs(figures["approx_kl"].item()) < 1e-6 and figures["clipfrac"].item() == 0.0
     assert abs(figures["policy_loss"].item()) < 1e-5  # -mean(normalised advantage) at ratio 1
     assert figures["entropy"].item() == pytest.approx(np.log(4), abs=1e-3)  # near-uniform initial policy
@@ -300,4 +300,5 @@ def test_update_sums_its_logged_figures_over_processes_once_not_every_minibatch(
     figures = P.ppo_update(agent, optimizer, P.ppo_loss, batch, args, minibatch_size=8, over_processes=counting)
     minibatches = 2 * 4
     assert len(calls) == 3 * minibatches + 1  # count, advantage mean and spread per minibatch; figures once
-    assert calls[-1] == (5,) and set(figures) == {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"}
+    assert calls[-1] == (6,)  # loss, policy_loss, value_loss, entropy, approx_kl, clipfrac: one collective
+    assert set(figures) == {"loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm"}
