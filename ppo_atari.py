@@ -1061,8 +1061,9 @@ def restore_rng(resume: dict, args: Args, procs: Processes, device: torch.device
 
 
 def find_run(args: Args) -> tuple[Optional[dict], Path]:
-    """The checkpoint to resume (checked) and the run folder; refuses, before anything is written,
-    to start a fresh run in a folder that already holds checkpoints."""
+    """The checkpoint to resume (checked) and the run folder, made here (or refused in one sentence)
+    before any env or network is built; refuses to start a fresh run in a folder that already holds
+    checkpoints."""
     resume = load_checkpoint(args.resume) if args.resume else None
     if resume is not None:
         check_resume(resume, args)
@@ -1426,7 +1427,6 @@ class RunLog:
                 "eval_return_mean": float(scores.mean()), "eval_return_std": float(scores.std()),
                 "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "interrupted": self.stopped}
-
 
     def closing_line(self, global_step: int, scores: np.ndarray) -> str:
         """What the run wrote and where, and the commands that go on from it."""

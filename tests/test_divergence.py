@@ -2,6 +2,7 @@
 saved, and a run folder the file system refuses is one sentence before anything is built."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -186,8 +187,16 @@ def test_under_torchrun_every_process_stops_at_the_same_non_finite_update_and_no
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", "--rdzv-backend=c10d"]
     cmd += [f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=nan", "--max-restarts=0", "--monitor-interval=0.5"]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*cmd, str(driver)], env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.Popen(
+        [*cmd, str(driver)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:  # a hang: no worker is left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     sentence = f"error: iteration 3 (step {3 * batch:,}) made the loss nan;"
-    assert proc.returncode != 0 and proc.stderr.count(sentence) == 2, proc.stderr[-3000:]
+    assert proc.returncode != 0 and stderr.count(sentence) == 2, stderr[-3000:]
     folder = tmp_path / "runs" / "run" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["iter_000001.pt", "iter_000002.pt", "latest.pt"]
