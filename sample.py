@@ -380,6 +380,8 @@ def play_and_summarise(
         "trained_steps": state.get("global_step"),
         "greedy": args.greedy,
         "sticky_actions": args.sticky_actions,
+        "noop_max": args.noop_max,
+        "max_episode_frames": args.max_episode_frames,
         "fire_after_life_loss": fire is not None,
         "seed": args.seed,
         "episodes": result,

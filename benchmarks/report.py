@@ -59,6 +59,9 @@ class Args:
     at_steps: list[int] = field(default_factory=list)
     """also read each seed's return at these agent steps (mean of the last --last-episodes games finished by
     then), beside the published curves there: the 3M figure of a longer run"""
+    evaluations: list[str] = field(default_factory=list)
+    """`sample.py --json` files of these runs' checkpoints: each agent's whole-game scores in a table of their own,
+    beside the training return of its run at the agent's step (never mixed into the training figures)"""
 
 
 def read_run(run_dir: Path) -> Optional[dict]:
@@ -111,6 +114,54 @@ def read_run(run_dir: Path) -> Optional[dict]:
         "last_step": max(e.step for e in all_events),
         "sps": sps[-1].value if sps else float("nan"),
         "wall_s": busy_seconds([e.wall_time for e in all_events], process_starts(run_dir)),
+        "evaluations": periodic_evaluations(run_dir / "stdout.log"),
+    }
+
+
+EVALUATION_LINE = re.compile(r"^eval at step ([\d,]+): .*\(([\d.]+)s\)", re.MULTILINE)
+
+
+def periodic_evaluations(log: Path) -> list:
+    """(agent step, seconds) of each periodic evaluation a run printed (benchmarks/run.py keeps its output)."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return [(int(step.replace(",", "")), float(seconds)) for step, seconds in EVALUATION_LINE.findall(text)]
+
+
+def read_evaluation(path: str, runs: list[dict], last_episodes: int) -> dict:
+    """A `sample.py --json` file as a row: the run and step of the agent it played, its games' scores, how they were
+    played, and the training return of the same run at that step (mean of its last games finished by then)."""
+    try:
+        played = json.loads(Path(path).read_text())
+        checkpoint, step = Path(played["checkpoint"]), int(played["trained_steps"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: {path!r} is not a sample.py --json file ({e}).") from None
+    run = next((r for r in runs if r["run"] == checkpoint.parent.parent.name), None)  # <run>/checkpoints/<file>
+    if run is None:
+        raise SystemExit(f"error: {path!r} played {str(checkpoint)!r}, a checkpoint of none of the runs reported.")
+    scores = np.array([e["return"] for e in played["episodes"]])
+    how = [
+        "greedy" if played["greedy"] else "sampled actions",
+        f"sticky actions {played['sticky_actions']}" if played["sticky_actions"] else "no sticky actions",
+        *(["FIRE after a lost life"] if played["fire_after_life_loss"] else []),
+        *([f"up to {played['noop_max']} no-op starts"] if "noop_max" in played else []),
+        *([f"games capped at {played['max_episode_frames']:,} frames"] if "max_episode_frames" in played else []),
+        f"seed {played['seed']}",
+    ]
+    return {
+        "file": Path(path).name,
+        "run": run["run"],
+        "label": run.get("label", run["script"]),
+        "game": game_name(played["env_id"]),
+        "agent": checkpoint.name,
+        "step": step,
+        "games": len(scores),
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "mean_length": played.get("mean_length"),
+        "played": ", ".join(how),
+        "training_return": float(curve(run, np.array([step]), last_episodes)[0]),
     }
 
 
@@ -321,6 +372,7 @@ def write_report(args: Args) -> Path:
             )
             notes += [note] if note not in notes else []
     table = summarise(runs, args.last_episodes, tuple(args.at_steps))
+    evaluations = [read_evaluation(path, runs, args.last_episodes) for path in args.evaluations]
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recorded = sorted({m for r in runs for m in r["machines"]}) or sorted(
@@ -366,6 +418,41 @@ def write_report(args: Args) -> Path:
                 f"| {published_at(curves, script, s)} |"
                 for script, s, v in along
             ]
+        played = [e for e in evaluations if e["game"] == game]
+        if played:
+            lines += [
+                "",
+                "Agents played back on whole games by `sample.py` (the evaluation protocol: no episodic life, random "
+                "no-op starts, the raw score), beside the training return of the same run at the agent's step (mean "
+                f"of its last {args.last_episodes} games finished by then); the two are never averaged together:",
+                "",
+                "| run | agent | at step | evaluation return: games, mean +- std [min, max] | mean game length "
+                "| training return there | played with | file |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {e['run']} | {e['agent']} | {e['step']:,} | {e['games']} games, {e['mean']:.1f} +- {e['std']:.1f} "
+                f"[{e['min']:.0f}, {e['max']:.0f}] | {e['mean_length'] or float('nan'):,.0f} steps "
+                f"| {e['training_return']:.1f} | {e['played']} | {e['file']} |"
+                for e in played
+            ]
+        timed = [r for row in rows.values() for r in row["runs"] if r["evaluations"]]
+        if timed:
+            lines += [
+                "",
+                "Periodic evaluation's cost (`--eval-every`, from each run's stdout.log; a trained agent's games are "
+                "longer):",
+                "",
+                "| run | evaluations | seconds in all | share of the run's wall time | the last: at step, seconds |",
+                "|---|---|---|---|---|",
+            ]
+            for r in timed:
+                seconds = sum(s for _, s in r["evaluations"])
+                step, last = r["evaluations"][-1]
+                lines.append(
+                    f"| {r['run']} | {len(r['evaluations'])} | {seconds:,.0f} | {seconds / r['wall_s']:.1%} "
+                    f"| {step:,}, {last:.0f} |"
+                )
         game_refs = references_for(refs, game)
         if game_refs:
             lines += ["", "Published references:", "", "| reference | budget | return | source |", "|---|---|---|---|"]
@@ -475,7 +562,9 @@ def write_report(args: Args) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines))
     figures = {f"{s}/{g}": {k: v for k, v in row.items() if k != "runs"} for (s, g), row in table.items()}
-    (out / "report.json").write_text(json.dumps({**figures, "plots": plots, "aggregate": aggregate}, indent=2))
+    (out / "report.json").write_text(
+        json.dumps({**figures, "plots": plots, "aggregate": aggregate, "evaluations": evaluations}, indent=2)
+    )
     print("\n".join(lines))
     return report
 

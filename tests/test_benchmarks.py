@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -438,3 +439,51 @@ def test_seeds_with_different_budgets_are_rows_of_their_own(tmp_path):
     assert f"| ppo_atari [3M steps] | 3M steps {short} | 2 | 5.0 +- 1.0 |" in text
     assert f"| ppo_atari [5M steps] | 5M steps {short} | 1 | 50.0 +- 0.0 |" in text
     assert "different budgets" in text
+
+
+def test_report_sets_a_played_agent_beside_its_runs_training_return_there_and_times_the_evaluations(tmp_path, capsys):
+    """A checkpoint of a run, played by sample.py, is a row of its own: its whole-game scores, and the run's
+    training return at the checkpoint's step (not at the run's end); the run's printed periodic evaluations
+    give their cost. The agent, the JSON and the printed lines are the real scripts'."""
+    from conftest import tiny_args
+
+    import ppo_atari
+    import sample
+
+    trained = ppo_atari.train(
+        tiny_args(
+            ppo_atari, tmp_path, iterations=2, run_name="tiny", eval_every=32, eval_episodes=2, max_episode_frames=400
+        )
+    )
+    printed = capsys.readouterr().out
+    assert trained["global_step"] == 64 and printed.count("eval at step") == 2
+    runs_dir = tmp_path / "bench"
+    meta = {"script": "ppo_atari", "env_id": "Breakout-v5", "seed": 1, "total_timesteps": 128}
+    synthetic_run(runs_dir, "Breakout-v5__ppo_atari__1", list(range(128)), sps=100.0, last_step=128, meta=meta)
+    run_dir = runs_dir / "Breakout-v5__ppo_atari__1"
+    (run_dir / "stdout.log").write_text(printed)
+    (run_dir / "checkpoints").mkdir()
+    agent = run_dir / "checkpoints" / "iter_000002.pt"
+    agent.write_bytes(Path(trained["checkpoint"]).read_bytes())
+    played = tmp_path / "played.json"
+    summary = sample.play(
+        sample.Args(checkpoint=str(agent), episodes=3, max_episode_frames=200, cuda=False, json=str(played))
+    )
+
+    out = tmp_path / "out"
+    report.write_report(
+        report.Args(runs_dir=str(runs_dir), out_dir=str(out), last_episodes=4, evaluations=[str(played)])
+    )
+    (row,) = json.loads((out / "report.json").read_text())["evaluations"]
+    assert row["run"] == "Breakout-v5__ppo_atari__1" and row["agent"] == "iter_000002.pt" and row["step"] == 64
+    assert row["games"] == 3 and row["mean"] == pytest.approx(summary["mean_return"])
+    assert row["training_return"] == pytest.approx(61.5)  # the games logged at steps 61-64, not the run's last
+    assert "no sticky actions" in row["played"] and "up to 30 no-op starts" in row["played"]
+    text = (out / "report.md").read_text()
+    assert f"| Breakout-v5__ppo_atari__1 | iter_000002.pt | 64 | 3 games, {summary['mean_return']:.1f} +- " in text
+    assert "| Breakout-v5__ppo_atari__1 | 2 | " in text  # the two evaluations it printed, timed
+
+    stranger = tmp_path / "stranger.json"
+    stranger.write_text(json.dumps(dict(summary, checkpoint=str(tmp_path / "other" / "checkpoints" / "x.pt"))))
+    with pytest.raises(SystemExit, match="a checkpoint of none of the runs reported"):
+        report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), evaluations=[str(stranger)]))
