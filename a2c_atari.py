@@ -298,7 +298,10 @@ class RMSpropTF(torch.optim.Optimizer):
         for group in self.param_groups:  # one kernel per operation over all parameters (torch._foreach_*)
             params = [p for p in group["params"] if p.grad is not None]
             grads = [p.grad for p in params]
-            square_avgs = [self.state[p].setdefault("square_avg", torch.ones_like(p)) for p in params]
+            for p in params:  # TF's mean square starts at one, made once
+                if "square_avg" not in self.state[p]:
+                    self.state[p]["square_avg"] = torch.ones_like(p)
+            square_avgs = [self.state[p]["square_avg"] for p in params]
             torch._foreach_mul_(square_avgs, group["alpha"])
             torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - group["alpha"])
             denominators = torch._foreach_add(square_avgs, group["eps"])
