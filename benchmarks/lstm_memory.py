@@ -99,7 +99,10 @@ def main(args: Args) -> dict:
         "modes": {},
     }
     for mode in args.modes:
-        scores = play(module, state, mode, args.episodes, args.seed, args.env_backend)
+        try:
+            scores = play(module, state, mode, args.episodes, args.seed, args.env_backend)
+        except module.UsageError as e:  # weights that do not fit the network, an unknown backend: before any game
+            sys.exit(f"error: {e}")
         results["modes"][mode] = {"mean": float(scores.mean()), "std": float(scores.std()), "scores": scores.tolist()}
         print(f"{mode:>10}: {scores.mean():6.1f} +- {scores.std():5.1f} over {len(scores)} games", flush=True)
     if "as-trained" in results["modes"]:

@@ -1,6 +1,7 @@
 """benchmarks/lstm_memory.py: the three ways of handing the LSTM its state, on a tiny untrained agent."""
 
 import json
+import subprocess
 import sys
 
 import torch
@@ -84,3 +85,20 @@ def test_the_three_modes_play_whole_games_and_as_trained_is_the_script_own_evalu
     agent.load_state_dict(state["model"])
     own = L.evaluate(agent, L.Args(**{**state["args"], "eval_episodes": 3}), "ale", torch.device("cpu"), seed=7)
     assert results["modes"]["as-trained"]["scores"] == own.tolist()
+
+
+def test_a_checkpoint_that_does_not_fit_the_network_is_one_sentence(tmp_path):
+    L.train(tiny_args(L, tmp_path, iterations=1, run_name="tiny"))
+    state = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "latest.pt", weights_only=True)
+    state["args"]["lstm_hidden_size"] = 64  # the weights are 32 wide
+    misfit = tmp_path / "misfit.pt"
+    torch.save(state, misfit)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "lstm_memory.py"), str(misfit), "--episodes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "does not fit a2c_lstm_atari.py's network" in line, line
