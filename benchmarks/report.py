@@ -122,9 +122,10 @@ EVALUATION_LINE = re.compile(r"^eval at step ([\d,]+): .*\(([\d.]+)s\)", re.MULT
 
 
 def periodic_evaluations(log: Path) -> list:
-    """(agent step, seconds) of each periodic evaluation a run printed (benchmarks/run.py keeps its output)."""
+    """(agent step, seconds) of each periodic evaluation a run printed (benchmarks/run.py keeps its output); one
+    per step, the last: a resume from an earlier checkpoint plays that step's evaluation again."""
     text = log.read_text(errors="replace") if log.is_file() else ""
-    return [(int(step.replace(",", "")), float(seconds)) for step, seconds in EVALUATION_LINE.findall(text)]
+    return list({int(step.replace(",", "")): float(s) for step, s in EVALUATION_LINE.findall(text)}.items())
 
 
 def read_evaluation(path: str, runs: list[dict], last_episodes: int) -> dict:

@@ -461,7 +461,7 @@ def test_report_sets_a_played_agent_beside_its_runs_training_return_there_and_ti
     meta = {"script": "ppo_atari", "env_id": "Breakout-v5", "seed": 1, "total_timesteps": 128}
     synthetic_run(runs_dir, "Breakout-v5__ppo_atari__1", list(range(128)), sps=100.0, last_step=128, meta=meta)
     run_dir = runs_dir / "Breakout-v5__ppo_atari__1"
-    (run_dir / "stdout.log").write_text(printed)
+    (run_dir / "stdout.log").write_text(printed + printed)  # resumed from the start: each evaluation played twice
     (run_dir / "checkpoints").mkdir()
     agent = run_dir / "checkpoints" / "iter_000002.pt"
     agent.write_bytes(Path(trained["checkpoint"]).read_bytes())
@@ -481,7 +481,7 @@ def test_report_sets_a_played_agent_beside_its_runs_training_return_there_and_ti
     assert "no sticky actions" in row["played"] and "up to 30 no-op starts" in row["played"]
     text = (out / "report.md").read_text()
     assert f"| Breakout-v5__ppo_atari__1 | iter_000002.pt | 64 | 3 games, {summary['mean_return']:.1f} +- " in text
-    assert "| Breakout-v5__ppo_atari__1 | 2 | " in text  # the two evaluations it printed, timed
+    assert "| Breakout-v5__ppo_atari__1 | 2 | " in text  # the two steps' evaluations, each counted once
 
     stranger = tmp_path / "stranger.json"
     stranger.write_text(json.dumps(dict(summary, checkpoint=str(tmp_path / "other" / "checkpoints" / "x.pt"))))
