@@ -89,6 +89,9 @@ def read_run(run_dir: Path) -> Optional[dict]:
     if "charts/episodic_return" not in tags:
         return None
     returns = acc.Scalars("charts/episodic_return")
+    signals = {tag: acc.Scalars(tag) for tag in LATE_PHASE if tag in tags}
+    lengths = acc.Scalars("charts/episodic_length") if "charts/episodic_length" in tags else []
+    saved = json.loads((run_dir / "args.json").read_text()) if (run_dir / "args.json").is_file() else {}
     sps = acc.Scalars("charts/SPS") if "charts/SPS" in tags else []
     all_events = [e for tag in tags for e in acc.Scalars(tag)]
     machines = [
@@ -115,7 +118,41 @@ def read_run(run_dir: Path) -> Optional[dict]:
         "sps": sps[-1].value if sps else float("nan"),
         "wall_s": busy_seconds([e.wall_time for e in all_events], process_starts(run_dir)),
         "evaluations": periodic_evaluations(run_dir / "stdout.log"),
+        "signals": {
+            tag: (np.array([e.step for e in es]), np.array([e.value for e in es])) for tag, es in signals.items()
+        },
+        "lengths": (np.array([e.step for e in lengths]), np.array([e.value for e in lengths])),
+        "frame_cap": saved.get("max_episode_frames", 108_000) // saved.get("frame_skip", 4),
     }
+
+
+# the signals a late-phase defect shows in: entropy collapse, a learning rate that never anneals, a critic that
+# stops explaining returns, PPO's policy steps growing or dying out
+LATE_PHASE = {
+    "losses/entropy": "entropy",
+    "charts/learning_rate": "learning rate",
+    "losses/explained_variance": "explained variance",
+    "losses/clipfrac": "clip fraction",
+    "losses/approx_kl": "approx KL",
+}
+LATE_PHASE_WINDOW = 100_000
+
+
+def late_phase(run: dict, step: int) -> dict:
+    """A run's training signals at `step`: each one's mean over the LATE_PHASE_WINDOW agent steps up to it (the
+    learning rate: its value there), its longest game so far and how many games the frame cap cut short."""
+    out = {}
+    for tag, name in LATE_PHASE.items():
+        steps, values = run["signals"].get(tag, (np.array([]), np.array([])))
+        recent = values[(steps > step - LATE_PHASE_WINDOW) & (steps <= step)]
+        if tag == "charts/learning_rate":
+            recent = values[steps <= step][-1:]
+        out[name] = float(recent.mean()) if len(recent) else None
+    steps, lengths = run["lengths"]
+    played = lengths[steps <= step]
+    out["longest game"] = int(played.max()) if len(played) else None
+    out["games cut at the frame cap"] = int((played >= run["frame_cap"]).sum()) if len(played) else None
+    return out
 
 
 EVALUATION_LINE = re.compile(r"^eval at step ([\d,]+): .*\(([\d.]+)s\)", re.MULTILINE)
@@ -268,6 +305,10 @@ def summarise(runs: list[dict], last_episodes: int, at_steps: tuple = ()) -> dic
                 for s in at_steps
                 if s <= min(r["last_step"] for r in group)
             },
+            "late_phase": {
+                r["run"]: {str(s): late_phase(r, s) for s in sorted({*at_steps, r["last_step"]}) if s <= r["last_step"]}
+                for r in group
+            },
             "runs": group,
         }
     return table
@@ -418,6 +459,27 @@ def write_report(args: Args) -> Path:
                 f"| {script} | {budget_label(s)} | {', '.join(f'{x:.1f}' for x in v)} | {np.mean(v):.1f} "
                 f"| {published_at(curves, script, s)} |"
                 for script, s, v in along
+            ]
+        signals = [
+            (r, int(s), x) for row in rows.values() for r, at in row["late_phase"].items() for s, x in at.items()
+        ]
+        if any(x["entropy"] is not None for _, _, x in signals):
+            names = list(LATE_PHASE.values())
+            lines += [
+                "",
+                f"The late phase (each run's training signals, the mean over the {LATE_PHASE_WINDOW:,} steps up to "
+                "each point; the learning rate there; games so far). Entropy collapse, a learning rate that never "
+                "anneals, a critic that stops explaining returns or games cut at the frame cap show here:",
+                "",
+                f"| run | at | {' | '.join(names)} | longest game (steps) | games cut at the frame cap |",
+                "|---" * (len(names) + 4) + "|",
+            ]
+            lines += [
+                f"| {r} | {s:,} | "
+                + " | ".join("-" if x[n] is None else f"{x[n]:.3g}" for n in names)
+                + f" | {'-' if x['longest game'] is None else format(x['longest game'], ',')} "
+                f"| {'-' if x['games cut at the frame cap'] is None else x['games cut at the frame cap']} |"
+                for r, s, x in signals
             ]
         played = [e for e in evaluations if e["game"] == game]
         if played:

@@ -487,3 +487,35 @@ def test_report_sets_a_played_agent_beside_its_runs_training_return_there_and_ti
     stranger.write_text(json.dumps(dict(summary, checkpoint=str(tmp_path / "other" / "checkpoints" / "x.pt"))))
     with pytest.raises(SystemExit, match="a checkpoint of none of the runs reported"):
         report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), evaluations=[str(stranger)]))
+
+
+def test_report_reads_the_late_phase_signals_at_each_point_and_counts_games_cut_at_the_frame_cap(tmp_path):
+    runs_dir = tmp_path / "bench"
+    name = "Breakout-v5__ppo_atari__1"
+    synthetic_run(
+        runs_dir,
+        name,
+        [1.0] * 40,
+        sps=400.0,
+        last_step=1_000_000,
+        meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": 1},
+        args={"max_episode_frames": 4_000, "frame_skip": 4},  # a cap of 1,000 agent steps
+    )
+    with SummaryWriter(str(runs_dir / name)) as w:
+        for step in range(10_000, 1_000_001, 10_000):  # entropy 1.0 up to 500k, then 0.2; lr 1e-4 falling to 0
+            w.add_scalar("losses/entropy", 1.0 if step <= 500_000 else 0.2, step)
+            w.add_scalar("charts/learning_rate", 1e-4 * (1 - step / 1_000_000), step)
+        for step, length in [(100_000, 400), (450_000, 1_000), (700_000, 1_200), (900_000, 999)]:
+            w.add_scalar("charts/episodic_length", length, step)
+    out = tmp_path / "out"
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), at_steps=[500_000, 550_000]))
+    at = json.loads((out / "report.json").read_text())["ppo_atari/Breakout"]["late_phase"][name]
+    assert sorted(at) == ["1000000", "500000", "550000"]  # the points asked, and the run's end
+    assert at["500000"]["entropy"] == 1.0 and at["1000000"]["entropy"] == pytest.approx(0.2)
+    assert at["550000"]["entropy"] == pytest.approx(0.6)  # the 100k steps up to 550k: five of each
+    assert at["500000"]["learning rate"] == pytest.approx(5e-5) and at["1000000"]["learning rate"] == 0.0
+    assert at["500000"]["clip fraction"] is None  # never logged
+    assert (at["500000"]["longest game"], at["500000"]["games cut at the frame cap"]) == (1_000, 1)
+    assert (at["1000000"]["longest game"], at["1000000"]["games cut at the frame cap"]) == (1_200, 2)
+    text = (out / "report.md").read_text()
+    assert f"| {name} | 550,000 | 0.6 | 4.5e-05 | - | - | - | 1,000 | 1 |" in text
