@@ -118,6 +118,7 @@ def read_run(run_dir: Path) -> Optional[dict]:
         "sps": sps[-1].value if sps else float("nan"),
         "wall_s": busy_seconds([e.wall_time for e in all_events], process_starts(run_dir)),
         "evaluations": periodic_evaluations(run_dir / "stdout.log"),
+        "resumed_at": resumed_at(run_dir),
         "signals": {
             tag: (np.array([e.step for e in es]), np.array([e.value for e in es])) for tag, es in signals.items()
         },
@@ -153,6 +154,20 @@ def late_phase(run: dict, step: int) -> dict:
     out["longest game"] = int(played.max()) if len(played) else None
     out["games cut at the frame cap"] = int((played >= run["frame_cap"]).sum()) if len(played) else None
     return out
+
+
+def resumed_at(run_dir: Path) -> list:
+    """The agent steps a run was resumed from: a resume's event file opens with a START record at the checkpoint's
+    step + 1 (the scripts' SummaryWriter purge_step), where it drops what the stopped process logged later."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps = []
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event, _ in zip(EventFileLoader(str(path)).Load(), range(4)):  # the START record comes first
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                steps.append(event.step - 1)
+                break
+    return sorted(steps)
 
 
 EVALUATION_LINE = re.compile(r"^eval at step ([\d,]+): .*\(([\d.]+)s\)", re.MULTILINE)
@@ -305,6 +320,7 @@ def summarise(runs: list[dict], last_episodes: int, at_steps: tuple = ()) -> dic
                 for s in at_steps
                 if s <= min(r["last_step"] for r in group)
             },
+            "resumed_at": {r["run"]: r["resumed_at"] for r in group if r["resumed_at"]},
             "late_phase": {
                 r["run"]: {str(s): late_phase(r, s) for s in sorted({*at_steps, r["last_step"]}) if s <= r["last_step"]}
                 for r in group
@@ -451,6 +467,13 @@ def write_report(args: Args) -> Path:
                 f"{row['sps']:,.0f} | {row['wall_h']:.2f} | {interval(row)} "
                 f"| {'; '.join(row['code'])} |"
             )
+        resumed = [(r, at) for row in rows.values() for r, at in row["resumed_at"].items()]
+        if resumed:
+            lines += [
+                "",
+                "Resumed (a resume starts new games, so the run is not the one an unbroken run of its seed makes):",
+            ]
+            lines += [f"- {r}: from {', '.join(f'{s:,}' for s in at)} steps" for r, at in resumed]
         along = [(script, s, v) for script, row in rows.items() for s, v in row["along"].items()]
         if along:
             lines += ["", "Along the way (each seed's mean of its last games finished by then):", ""]

@@ -519,3 +519,28 @@ def test_report_reads_the_late_phase_signals_at_each_point_and_counts_games_cut_
     assert (at["1000000"]["longest game"], at["1000000"]["games cut at the frame cap"]) == (1_200, 2)
     text = (out / "report.md").read_text()
     assert f"| {name} | 550,000 | 0.6 | 4.5e-05 | - | - | - | 1,000 | 1 |" in text
+
+
+def test_report_names_the_steps_a_run_was_resumed_from(tmp_path):
+    runs_dir = tmp_path / "bench"
+    for seed in (1, 2):
+        synthetic_run(
+            runs_dir,
+            f"Breakout-v5__ppo_atari__{seed}",
+            [1.0] * 20,
+            sps=400.0,
+            last_step=1_000_000,
+            meta={"script": "ppo_atari", "env_id": "Breakout-v5", "seed": seed},
+        )
+    resumed = runs_dir / "Breakout-v5__ppo_atari__2"
+    for start in (400_000, 700_000):  # as the scripts resume: log again from the checkpoint's step on
+        with SummaryWriter(str(resumed), purge_step=start + 1, filename_suffix=f".{start}") as w:
+            w.add_scalar("charts/episodic_return", 1.0, start + 50_000)
+            w.add_scalar("charts/SPS", 400.0, 1_000_000)
+    with SummaryWriter(str(runs_dir / "Breakout-v5__ppo_atari__1"), filename_suffix=".more") as w:
+        w.add_scalar("charts/SPS", 400.0, 1_000_000)  # a second event file that is no resume
+    out = tmp_path / "out"
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out)))
+    row = json.loads((out / "report.json").read_text())["ppo_atari/Breakout"]
+    assert row["resumed_at"] == {"Breakout-v5__ppo_atari__2": [400_000, 700_000]}
+    assert "- Breakout-v5__ppo_atari__2: from 400,000, 700,000 steps" in (out / "report.md").read_text()
