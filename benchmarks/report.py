@@ -170,14 +170,29 @@ def resumed_at(run_dir: Path) -> list:
     return sorted(steps)
 
 
-EVALUATION_LINE = re.compile(r"^eval at step ([\d,]+): .*\(([\d.]+)s\)", re.MULTILINE)
+EVALUATION_LINE = re.compile(r"^eval at step ([\d,]+): (-?[\d.]+) .*\(([\d.]+)s\)", re.MULTILINE)
 
 
 def periodic_evaluations(log: Path) -> list:
-    """(agent step, seconds) of each periodic evaluation a run printed (benchmarks/run.py keeps its output); one
-    per step, the last: a resume from an earlier checkpoint plays that step's evaluation again."""
+    """(agent step, seconds, mean return) of each periodic evaluation a run printed (benchmarks/run.py keeps its
+    output); one per step, the last: a resume from an earlier checkpoint plays that step's evaluation again."""
     text = log.read_text(errors="replace") if log.is_file() else ""
-    return list({int(step.replace(",", "")): float(s) for step, s in EVALUATION_LINE.findall(text)}.items())
+    found = {int(step.replace(",", "")): (float(s), float(mean)) for step, mean, s in EVALUATION_LINE.findall(text)}
+    return [(step, s, mean) for step, (s, mean) in found.items()]
+
+
+def evaluation_cost(run: dict) -> dict:
+    """A run's periodic evaluations: how many, their seconds and share of its wall time, the last and the best."""
+    seconds = sum(s for _, s, _ in run["evaluations"])
+    step, last, _ = run["evaluations"][-1]
+    best_step, _, best = max(run["evaluations"], key=lambda e: e[2])
+    return {
+        "count": len(run["evaluations"]),
+        "seconds": seconds,
+        "share_of_wall_time": seconds / run["wall_s"],
+        "last": {"step": step, "seconds": last},
+        "best": {"step": best_step, "mean": best},
+    }
 
 
 def read_evaluation(path: str, runs: list[dict], last_episodes: int) -> dict:
@@ -321,6 +336,7 @@ def summarise(runs: list[dict], last_episodes: int, at_steps: tuple = ()) -> dic
                 if s <= min(r["last_step"] for r in group)
             },
             "resumed_at": {r["run"]: r["resumed_at"] for r in group if r["resumed_at"]},
+            "periodic_evaluations": {r["run"]: evaluation_cost(r) for r in group if r["evaluations"]},
             "late_phase": {
                 r["run"]: {str(s): late_phase(r, s) for s in sorted({*at_steps, r["last_step"]}) if s <= r["last_step"]}
                 for r in group
@@ -522,23 +538,24 @@ def write_report(args: Args) -> Path:
                 f"| {e['training_return']:.1f} | {e['played']} | {e['file']} |"
                 for e in played
             ]
-        timed = [r for row in rows.values() for r in row["runs"] if r["evaluations"]]
+        timed = [(r, cost) for row in rows.values() for r, cost in row["periodic_evaluations"].items()]
         if timed:
             lines += [
                 "",
-                "Periodic evaluation's cost (`--eval-every`, from each run's stdout.log; a trained agent's games are "
-                "longer):",
+                "Periodic evaluations (`--eval-every`, from each run's stdout.log): their cost, since a trained "
+                "agent's games are longer, and the best, the one `best.pt` keeps (the best of many small evaluations "
+                "overstates its agent: play it again on fresh games):",
                 "",
-                "| run | evaluations | seconds in all | share of the run's wall time | the last: at step, seconds |",
-                "|---|---|---|---|---|",
+                "| run | evaluations | seconds in all | share of the run's wall time | the last: at step, seconds "
+                "| the best: at step, mean return |",
+                "|---|---|---|---|---|---|",
             ]
-            for r in timed:
-                seconds = sum(s for _, s in r["evaluations"])
-                step, last = r["evaluations"][-1]
-                lines.append(
-                    f"| {r['run']} | {len(r['evaluations'])} | {seconds:,.0f} | {seconds / r['wall_s']:.1%} "
-                    f"| {step:,}, {last:.0f} |"
-                )
+            lines += [
+                f"| {r} | {c['count']} | {c['seconds']:,.0f} | {c['share_of_wall_time']:.1%} "
+                f"| {c['last']['step']:,}, {c['last']['seconds']:.0f} "
+                f"| {c['best']['step']:,}, {c['best']['mean']:.1f} |"
+                for r, c in timed
+            ]
         game_refs = references_for(refs, game)
         if game_refs:
             lines += ["", "Published references:", "", "| reference | budget | return | source |", "|---|---|---|---|"]

@@ -482,6 +482,13 @@ def test_report_sets_a_played_agent_beside_its_runs_training_return_there_and_ti
     text = (out / "report.md").read_text()
     assert f"| Breakout-v5__ppo_atari__1 | iter_000002.pt | 64 | 3 games, {summary['mean_return']:.1f} +- " in text
     assert "| Breakout-v5__ppo_atari__1 | 2 | " in text  # the two steps' evaluations, each counted once
+    means = {
+        int(line.split()[3].rstrip(":")): float(line.split()[4]) for line in printed.splitlines() if "eval at" in line
+    }
+    best_step = max(means, key=means.get)
+    cost = json.loads((out / "report.json").read_text())["ppo_atari/Breakout"]["periodic_evaluations"]
+    assert cost["Breakout-v5__ppo_atari__1"]["count"] == 2 and cost["Breakout-v5__ppo_atari__1"]["last"]["step"] == 64
+    assert cost["Breakout-v5__ppo_atari__1"]["best"] == {"step": best_step, "mean": means[best_step]}
 
     stranger = tmp_path / "stranger.json"
     stranger.write_text(json.dumps(dict(summary, checkpoint=str(tmp_path / "other" / "checkpoints" / "x.pt"))))
@@ -544,3 +551,23 @@ def test_report_names_the_steps_a_run_was_resumed_from(tmp_path):
     row = json.loads((out / "report.json").read_text())["ppo_atari/Breakout"]
     assert row["resumed_at"] == {"Breakout-v5__ppo_atari__2": [400_000, 700_000]}
     assert "- Breakout-v5__ppo_atari__2: from 400,000, 700,000 steps" in (out / "report.md").read_text()
+
+
+def test_report_keeps_the_best_periodic_evaluation_and_the_last_of_a_step_played_twice(tmp_path):
+    runs_dir = tmp_path / "bench"
+    name = "Breakout-v5__ppo_atari__1"
+    meta = {"script": "ppo_atari", "env_id": "Breakout-v5", "seed": 1}
+    synthetic_run(runs_dir, name, [1.0] * 20, sps=400.0, last_step=1_500_000, meta=meta)
+    (runs_dir / name / "stdout.log").write_text(
+        "eval at step 500,000: 5.0 +- 1.0 over 10 games (10.0s), the best so far\n"
+        "eval at step 1,000,000: 90.0 +- 9.0 over 10 games (20.0s), the best so far\n"
+        "step 1,010,000/1,500,000 | SPS 400\n"
+        "eval at step 1,000,000: 9.0 +- 3.0 over 10 games (12.0s), the best so far\n"  # resumed: played again
+        "eval at step 1,500,000: 7.0 +- 2.0 over 10 games (14.0s)\n"
+    )
+    out = tmp_path / "out"
+    report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out)))
+    cost = json.loads((out / "report.json").read_text())["ppo_atari/Breakout"]["periodic_evaluations"][name]
+    assert cost["count"] == 3 and cost["seconds"] == 36.0
+    assert cost["best"] == {"step": 1_000_000, "mean": 9.0} and cost["last"] == {"step": 1_500_000, "seconds": 14.0}
+    assert f"| {name} | 3 | 36 | " in (out / "report.md").read_text()
