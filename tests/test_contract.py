@@ -175,6 +175,11 @@ def test_resume_continues_iteration_step_schedule_and_log_axis(script, tmp_path)
             p.unlink()
     ckpt = run_dir / "checkpoints" / "iter_000002.pt"
     resumed = dataclasses.replace(first, total_timesteps=4 * batch, resume=str(ckpt), run_name=None)
+    # a resume is a later process; in this one, wait for the next second, or the two event files may
+    # be read out of order (tensorboard names them by the second, then a counter: ".10" sorts before ".9")
+    start = int(time.time())
+    while int(time.time()) == start:
+        time.sleep(0.05)
     out = script.train(resumed)
     assert out["global_step"] == 4 * batch and out["run_dir"] == str(run_dir)
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
