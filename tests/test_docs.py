@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,26 +135,29 @@ def test_every_command_names_an_existing_script_and_only_its_flags():
     (a peer's, such as CleanRL's) and is not checked. A code block with a `git checkout <sha>` line
     runs its commands at that commit, whose flags may since have been removed (the LSTM study's
     LayerNorm control): it is exempt from this check."""
+    calls = [
+        (page, words, call)
+        for page in PAGES
+        for block in code_blocks(page.read_text())
+        if not PINNED_CHECKOUT.search(block)
+        for words in commands(block)
+        if (call := script_call(words)) is not None and not call[0].startswith("/")
+    ]
+    named = {call[0] for _, _, call in calls if (ROOT / call[0]).is_file()}
+    run_scripts = {"ppo_atari.py", "a2c_atari.py", "a2c_lstm_atari.py"}  # what run.py's --scripts may name
+    with ThreadPoolExecutor() as pool:  # each --help imports torch: seconds; two at a time on 2 cores
+        list(pool.map(help_flags, sorted(named | run_scripts)))
     problems = []
-    for page in PAGES:
-        for block in code_blocks(page.read_text()):
-            if PINNED_CHECKOUT.search(block):
-                continue
-            for words in commands(block):
-                call = script_call(words)
-                if call is None or call[0].startswith("/"):
-                    continue
-                script, arguments = call
-                where = f"{page.relative_to(ROOT)}: {' '.join(words)[:100]}"
-                if not (ROOT / script).is_file():
-                    problems.append(f"{where}\n    names {script}, which does not exist")
-                    continue
-                known = help_flags(script)
-                problems += [
-                    f"{where}\n    {script} has no {flag}" for flag in flags_of(arguments) if flag not in known
-                ]
-                if script == "benchmarks/run.py":
-                    problems += [f"{where}\n    {problem}" for problem in script_args_problems(script, arguments)]
+    for page, words, call in calls:
+        script, arguments = call
+        where = f"{page.relative_to(ROOT)}: {' '.join(words)[:100]}"
+        if not (ROOT / script).is_file():
+            problems.append(f"{where}\n    names {script}, which does not exist")
+            continue
+        known = help_flags(script)
+        problems += [f"{where}\n    {script} has no {flag}" for flag in flags_of(arguments) if flag not in known]
+        if script == "benchmarks/run.py":
+            problems += [f"{where}\n    {problem}" for problem in script_args_problems(script, arguments)]
     assert not problems, "commands that would not run:\n" + "\n".join(problems)
 
 
