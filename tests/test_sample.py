@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +131,12 @@ def test_bad_files_are_refused_with_one_sentence(tmp_path):
         "foreign.pt": "not a checkpoint written by these scripts",
         "other_script.pt": "written by dqn_atari.py (sha256 ffffffffffff), which is not in",
     }
+    calls = {name: [str(tmp_path / name)] for name in cases} | {"--episodes 0": [good, "--episodes", "0"]}
+    cases["--episodes 0"] = "--episodes must be positive"
+    with ThreadPoolExecutor() as pool:  # six processes that each import torch: at once, not one by one
+        procs = dict(zip(calls, pool.map(lambda flags: run_sample(*flags, cwd=tmp_path), calls.values())))
     for name, message in cases.items():
-        assert message in one_sentence_error(run_sample(str(tmp_path / name), cwd=tmp_path)), name
-    assert "--episodes must be positive" in one_sentence_error(run_sample(good, "--episodes", "0", cwd=tmp_path))
+        assert message in one_sentence_error(procs[name]), name
 
 
 def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
