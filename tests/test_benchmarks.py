@@ -385,6 +385,18 @@ def test_grad_norms_summarises_each_part_and_the_clip_by_phase(tmp_path):
     assert first["actor_over_critic"] == pytest.approx(0.5) and second["entropy"] == pytest.approx(8.0)
 
 
+def test_monitor_curve_orders_every_envs_games_by_their_end_and_counts_their_frames(tmp_path):
+    import monitor_curve
+
+    header = '#{"t_start": 0, "env_id": "BreakoutNoFrameskip-v4"}\nr,l,t\n'
+    # env 0's games end at 1, 5 and 6 s; env 1's at 2 and 3 s. Lengths in frames, 4 frames a step.
+    (tmp_path / "0.monitor.csv").write_text(header + "10,400,1.0\n30,400,5.0\n50,400,6.0\n")
+    (tmp_path / "1.monitor.csv").write_text(header + "0,200,2.0\n20,200,3.0\n")
+    # in end order: 10 (100 steps so far), 0 (150), 20 (200), 30 (300), 50 (400)
+    got = monitor_curve.curve(str(tmp_path), [50, 150, 300, 1000], last_games=2)
+    assert got == {"steps": [50, 150, 300, 1000], "returns": [None, 5.0, 25.0, 40.0], "games": 5}
+
+
 def normalised_runs(runs_dir, script, scores_by_game):
     """Synthetic runs whose finals human-normalise to the given scores (Breakout 1.7 / 30.5, Pong -20.7 / 14.6)."""
     anchors = {"Breakout": (1.7, 30.5), "Pong": (-20.7, 14.6)}
