@@ -382,10 +382,13 @@ def value_at(points: dict, steps: int) -> Optional[float]:
 
 
 def published_at(curves: list[dict], script: str, steps: int) -> str:
-    """'name value' for each published curve of the script's algorithm at `steps`."""
+    """'name value' for each published curve of the script's algorithm at `steps` ('(interpolated)' after
+    a value between the curve's published points)."""
     mine = [c for c in curves if c["algorithm"] in family(script)]
+    # A value more than 0.5% of the steps from every published point is read off the line between two: said so.
+    between = {c["name"]: min(abs(x - steps) for x in c["points"]["steps"]) > 0.005 * steps for c in mine}
     values = [(c["name"], value_at(c["points"], steps)) for c in mine]
-    found = [f"{name} {v:.1f}" for name, v in values if v is not None]
+    found = [f"{name} {v:.1f}{' (interpolated)' * between[name]}" for name, v in values if v is not None]
     if found:
         return "; ".join(found)
     if mine:

@@ -397,6 +397,15 @@ def test_monitor_curve_orders_every_envs_games_by_their_end_and_counts_their_fra
     assert got == {"steps": [50, 150, 300, 1000], "returns": [None, 5.0, 25.0, 40.0], "games": 5}
 
 
+def test_a_published_value_between_a_curves_points_is_marked_interpolated():
+    curves = [
+        {"name": "ref a2c", "algorithm": "a2c", "points": {"steps": [5_000_000, 10_000_000], "returns": [100.0, 300.0]}}
+    ]
+    assert report.published_at(curves, "a2c_atari", 5_000_000) == "ref a2c 100.0"
+    assert report.published_at(curves, "a2c_atari", 9_999_360) == "ref a2c 300.0"  # a run's end, 640 steps short
+    assert report.published_at(curves, "a2c_atari", 6_000_000) == "ref a2c 140.0 (interpolated)"
+
+
 def normalised_runs(runs_dir, script, scores_by_game):
     """Synthetic runs whose finals human-normalise to the given scores (Breakout 1.7 / 30.5, Pong -20.7 / 14.6)."""
     anchors = {"Breakout": (1.7, 30.5), "Pong": (-20.7, 14.6)}
