@@ -330,11 +330,7 @@ def summarise(runs: list[dict], last_episodes: int, at_steps: tuple = ()) -> dic
             "steps": int(min(r["last_step"] for r in group)),
             "sps": float(np.mean([r["sps"] for r in group])),
             "wall_h": float(np.mean([r["wall_s"] for r in group]) / 3600),
-            "along": {
-                int(s): [float(curve(r, np.array([s]), last_episodes)[0]) for r in group]
-                for s in at_steps
-                if s <= min(r["last_step"] for r in group)
-            },
+            "along": along(group, at_steps, last_episodes),
             "resumed_at": {r["run"]: r["resumed_at"] for r in group if r["resumed_at"]},
             "periodic_evaluations": {r["run"]: evaluation_cost(r) for r in group if r["evaluations"]},
             "late_phase": {
@@ -363,6 +359,13 @@ def references_for(refs: dict, game: str) -> list[dict]:
 def family(label: str) -> tuple:
     """The algorithms a row's script implements (a label is the script's name, then any flags)."""
     return FAMILIES.get(label.split()[0], ())
+
+
+def along(group: list[dict], at_steps: list[int], window: int) -> dict:
+    """Each seed's reading at each of `at_steps` the seeds all reached with a game finished by then."""
+    readings = {s: [float(curve(r, np.array([s]), window)[0]) for r in group] for s in at_steps}
+    last = min(r["last_step"] for r in group)
+    return {int(s): v for s, v in readings.items() if s <= last and not np.isnan(v).any()}
 
 
 def curves_for(refs: dict, game: str, scripts) -> list[dict]:

@@ -199,12 +199,14 @@ def test_report_reads_each_seed_along_the_way_at_the_steps_asked(tmp_path):
         )
     out = tmp_path / "out"
     report.write_report(
-        report.Args(runs_dir=str(runs_dir), out_dir=str(out), last_episodes=20, at_steps=[3_000_000, 6_000_000])
+        report.Args(runs_dir=str(runs_dir), out_dir=str(out), last_episodes=20, at_steps=[10_000, 3_000_000, 6_000_000])
     )
     row = json.loads((out / "report.json").read_text())["a2c_lstm_atari/Breakout"]
     assert row["finals"] == [9.0, 11.0]
-    assert row["along"] == {"3000000": [3.0, 5.0]}  # the games finished by 3M; 6M was never reached: left out
+    # the games finished by 3M; none had finished by 10k and 6M was never reached: both left out
+    assert row["along"] == {"3000000": [3.0, 5.0]}
     text = (out / "report.md").read_text()
+    assert "nan" not in text
     assert "| a2c_lstm_atari | 3M steps | 3.0, 5.0 | 4.0 | baselines a2c 49.3; SB3 zoo A2C 7.3 |" in text
     with pytest.raises(SystemExit, match="--at-steps takes positive agent steps, got \\[0\\]"):
         report.write_report(report.Args(runs_dir=str(runs_dir), out_dir=str(out), at_steps=[0]))
