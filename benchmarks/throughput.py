@@ -115,9 +115,9 @@ def measure_once(args: Args, tmp: str) -> list[dict]:
         flags = [] if variant == "default" else [f"--{f}".replace("=", " ", 1) for f in variant.split()]
         sys.path.insert(0, str(ROOT))
         module = __import__(script)
-        defaults = module.Args()
-        num_envs = args.num_envs or defaults.num_envs
-        batch = num_envs * defaults.num_steps
+        script_args = tyro.cli(module.Args, args=" ".join(flags).split())  # the variant's flags count (--num-steps)
+        num_envs = args.num_envs or script_args.num_envs
+        batch = num_envs * script_args.num_steps
         kwargs = {
             "env_id": args.env_id,
             "env_backend": args.env_backend,
@@ -150,7 +150,7 @@ def measure_once(args: Args, tmp: str) -> list[dict]:
             {
                 "what": what,
                 "num_envs": num_envs,
-                "num_steps": defaults.num_steps,
+                "num_steps": script_args.num_steps,
                 "steps": res["global_step"],
                 "sps": res["sps"],
                 "sps_after_warmup": res["sps_after_warmup"],

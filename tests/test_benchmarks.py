@@ -594,3 +594,18 @@ def test_report_keeps_the_best_periodic_evaluation_and_the_last_of_a_step_played
     assert cost["count"] == 3 and cost["seconds"] == 36.0
     assert cost["best"] == {"step": 1_000_000, "mean": 9.0} and cost["last"] == {"step": 1_500_000, "seconds": 14.0}
     assert f"| {name} | 3 | 36 | " in (out / "report.md").read_text()
+
+
+def test_throughput_records_the_num_steps_a_variant_runs_with(tmp_path):
+    """A variant's --num-steps sets the rollout the run uses; its row must say so (a row once said 5
+    for a run at 20) and the step budget is rounded to that rollout."""
+    import throughput  # noqa: E402
+
+    args = throughput.Args(
+        scripts=["a2c_atari"], variants=["num-steps=20 no-cuda"], steps=160, num_envs=4, env_backend="ale", env_steps=10
+    )
+    row, env_only = throughput.measure_once(args, str(tmp_path))
+    assert env_only["what"] == "env only, random actions"
+    assert row["what"] == "a2c_atari.py --num-steps 20 --no-cuda"
+    assert row["num_steps"] == 20
+    assert row["steps"] == 160  # two rollouts of 4 envs x 20 steps
