@@ -1,6 +1,7 @@
 """LSTM-specific behaviour of a2c_lstm_atari.py: the masked unroll, where the hidden state is
 zeroed and where it is carried, and that training replays exactly what the rollout computed."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import BACKENDS, tiny_args
@@ -63,7 +64,8 @@ def test_one_lstm_call_per_piece_between_starts():
     assert calls == [6, 4]
 
 
-def rollout(backend, reset_on_life_loss=False):
+def rollout(backend, reset_on_life_loss=False, lives=None):
+    """One rollout on games capped at 30 steps; `lives` (a list) receives each group's lives at each step."""
     torch.manual_seed(0)
     # whole games for learning, so that only the backend's reset steps are invalid (no FIRE after a lost life)
     args = L.Args(
@@ -75,6 +77,8 @@ def rollout(backend, reset_on_life_loss=False):
         episodic_life=False,
     )
     envs = L.EnvGroups(args, backend, seed=1, num_envs=3, device=CPU)  # overlapped: groups of 1 and 2 envs
+    for group in envs if lives is not None else []:
+        lives.append(record_lives(group.envs))
     agent = L.Agent(envs.num_actions, args.frame_stack, args.lstm_hidden_size)
     buf = L.RolloutBuffer(args.num_steps, 3, args.frame_stack, CPU)
     state = (torch.randn(1, 3, 16), torch.randn(1, 3, 16))  # as if carried from an earlier rollout
@@ -82,6 +86,19 @@ def rollout(backend, reset_on_life_loss=False):
     out = L.collect_rollout(lambda o, s, st: L.policy_step(agent, o, s, st), envs, buf, state, starts, args, CPU)
     envs.close()
     return agent, buf, out
+
+
+def record_lives(envs):
+    """Wraps envs.recv so that each step's lives are appended to the returned list."""
+    got, recv = [], envs.recv
+
+    def spy_recv():
+        out = recv()
+        got.append(out[4])
+        return out
+
+    envs.recv = spy_recv
+    return got
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -117,9 +134,15 @@ def test_state_is_zeroed_exactly_at_episode_starts_and_carried_otherwise(backend
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reset_on_life_loss_also_starts_the_state_after_a_lost_life(backend):
     _, buf, _ = rollout(backend)
-    _, buf_life, _ = rollout(backend, reset_on_life_loss=True)
-    after_life_loss = buf_life.starts[1:] & (buf_life.valid[:-1] == 1)
-    assert after_life_loss.any()
+    groups = []
+    _, buf_life, _ = rollout(backend, reset_on_life_loss=True, lives=groups)
+    lives = torch.from_numpy(np.concatenate([np.stack(g[:48]) for g in groups], axis=1))  # (steps, envs)
+    valid = buf_life.valid == 1
+    life_lost = torch.zeros_like(valid)
+    life_lost[1:] = valid[1:] & (lives[1:] < lives[:-1])  # fewer lives on a step of the same game
+    assert life_lost.any()
+    # the state starts over on the step after a reset step or a lost life, and on no other
+    assert torch.equal(buf_life.starts[1:], ~valid[:-1] | life_lost[:-1])
     assert not (buf.starts[1:] & (buf.valid[:-1] == 1)).any()
 
 

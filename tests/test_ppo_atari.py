@@ -13,24 +13,25 @@ import ppo_atari as P
 CPU = torch.device("cpu")
 
 
-def rollout(backend, num_steps=64, sent=None, **overrides):
+def rollout(backend, num_steps=64, sent=None, ends=None, **overrides):
     """One rollout of a fresh agent on games capped at 30 agent steps, so games end inside it;
-    `sent` (a list) receives the (actions, lives) of every env step."""
+    `sent` (a list) receives the (actions, lives) of every env step, `ends` its (terminated, truncated)."""
     torch.manual_seed(0)
     args = P.Args(num_envs=3, num_steps=num_steps, **{"max_episode_frames": 120, **overrides})
     envs = P.EnvGroups(args, backend, seed=1, num_envs=3, device=CPU)  # overlapped: groups of 1 and 2 envs
-    spies = [spy_on(group.envs) for group in envs] if sent is not None else []
+    spies = [spy_on(group.envs) for group in envs] if sent is not None or ends is not None else []
     agent = P.Agent(envs.num_actions)
     buf = P.RolloutBuffer(num_steps, 3, 4, CPU)
     P.collect_rollout(lambda obs: P.policy_step(agent, obs), envs, buf, args, CPU)
     envs.close()
-    if sent is not None:  # every env's action and lives at each step, in env order
-        sent += [tuple(np.concatenate([spy[t][i] for spy in spies]) for i in (0, 1)) for t in range(num_steps)]
+    for out, fields in [(sent, (0, 1)), (ends, (2, 3))]:  # every env's figures at each step, in env order
+        if out is not None:
+            out += [tuple(np.concatenate([spy[t][i] for spy in spies]) for i in fields) for t in range(num_steps)]
     return agent, buf, envs, args
 
 
 def spy_on(envs):
-    """Records (actions sent, lives received) of each step of `envs`."""
+    """Records (actions sent, lives, terminated, truncated received) of each step of `envs`."""
     steps, send, recv = [], envs.send, envs.recv
 
     def spy_send(actions):
@@ -39,7 +40,7 @@ def spy_on(envs):
 
     def spy_recv():
         out = recv()
-        steps[-1].append(out[4])
+        steps[-1] += [out[4], out[2], out[3]]
         return out
 
     envs.send, envs.recv = spy_send, spy_recv
@@ -132,10 +133,13 @@ def test_fire_relaunches_play_after_a_lost_life_and_stays_out_of_the_loss(backen
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_time_limit_bootstrap_marks_only_capped_transitions(backend):
-    _, buf, _, _ = rollout(backend, time_limit_bootstrap=True)
-    cut = buf.truncations.bool()
-    assert cut.any()
-    assert (buf.dones.bool() | ~cut).all()  # a cut step is also an episode end for GAE
+    ends = []  # games capped at 100 steps: lost lives and cut games both end episodes in 160 steps
+    _, buf, _, _ = rollout(backend, num_steps=160, ends=ends, max_episode_frames=400, time_limit_bootstrap=True)
+    terminated, truncated = (torch.from_numpy(np.stack([e[i] for e in ends])) for i in (0, 1))
+    cut, dones = buf.truncations.bool(), buf.dones.bool()
+    assert torch.equal(cut, truncated & ~terminated)  # the cap's steps, and no other
+    assert cut.any() and (dones & ~cut).any()  # other episode ends (lost lives) are not bootstrapped through
+    assert (dones | ~cut).all()  # a cut step is also an episode end for GAE
     _, buf_plain, _, _ = rollout(backend)
     assert not buf_plain.truncations.any()
 
