@@ -114,6 +114,40 @@ def test_value_losses_and_the_valid_mask():
     assert masked["value_loss"].item() == pytest.approx(9.0, rel=1e-4)
 
 
+def test_steps_outside_the_mask_change_no_term_of_the_loss_and_no_gradient():
+    """Every term (policy, value, entropy) and the advantage normalisation see the valid steps alone:
+    garbage in the invalid ones leaves the loss and its gradients those of the valid steps by themselves."""
+    torch.manual_seed(0)
+    agent = A.Agent(4)
+    obs, actions = batch()
+    valid = torch.ones(20)
+    valid[[0, 3, 7, 8, 15]] = 0
+    keep = valid.bool()
+    adv, returns = torch.randn(20), torch.randn(20)
+    settings = dict(value_loss="mse", norm_adv=True, ent_coef=0.01, vf_coef=0.5)
+
+    def loss_and_grads(logits, values, actions, adv, returns, valid):
+        agent.zero_grad()
+        loss, figures = A.a2c_loss(logits, values, actions, adv, returns, valid, **settings)
+        loss.backward()
+        return figures, [p.grad.clone() for p in agent.parameters()]
+
+    logits, values = agent(obs)
+    alone = loss_and_grads(logits[keep], values[keep], actions[keep], adv[keep], returns[keep], valid[keep])
+    logits, values = agent(obs)
+    garbage = loss_and_grads(
+        logits,
+        values,
+        torch.where(keep, actions, (actions + 1) % 4),
+        torch.where(keep, adv, adv + 50),
+        torch.where(keep, returns, returns - 100),
+        valid,
+    )
+    for name in ["loss", "policy_loss", "value_loss", "entropy"]:
+        assert garbage[0][name].item() == pytest.approx(alone[0][name].item(), rel=1e-5, abs=1e-7), name
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(alone[1], garbage[1]))
+
+
 def test_training_logs_evaluations(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
