@@ -281,6 +281,9 @@ def test_iqm_and_its_bootstrap_interval_on_small_tables():
     assert report.bootstrap_interval([[3.0, 3.0, 3.0]]) == (3.0, 3.0)
     low, high = report.bootstrap_interval([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])  # stratified by game
     assert low < report.iqm([1, 2, 3, 4, 10, 20, 30, 40]) < high and 1.0 <= low and high <= 40.0
+    # each game's seeds are resampled within that game: every resample of these is 0, 0, 100, 100 (IQM 50),
+    # where resampling the pooled finals would draw 0 or 100 four times
+    assert report.bootstrap_interval([[0.0, 0.0], [100.0, 100.0]]) == (50.0, 50.0)
 
 
 def test_seeds_of_different_code_are_separate_rows_with_a_note_and_the_hardware_is_the_runs(tmp_path):
