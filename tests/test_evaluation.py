@@ -78,6 +78,16 @@ def test_evaluation_spreads_games_over_at_most_eval_episodes_envs(name, monkeypa
     module = importlib.import_module(name)
     _, _, evaluate = scripted_evaluation(module, monkeypatch, [3, 3], eval_episodes=5, eval_greedy=True)
     assert sorted(evaluate().tolist()) == [11.0, 21.0, 31.0, 101.0, 201.0]
+    # fewer games than training envs: only as many envs as games are made, one game each
+    requested = []
+
+    def make_envs(args, backend, seed, num_envs):
+        requested.append(num_envs)
+        return ScriptedGames([3, 3, 3][:num_envs])
+
+    _, _, evaluate = scripted_evaluation(module, monkeypatch, [3, 3, 3], eval_episodes=2)
+    monkeypatch.setattr(module, "make_envs", make_envs)
+    assert sorted(evaluate().tolist()) == [11.0, 101.0] and requested == [2]
 
 
 def test_lstm_evaluation_starts_the_state_exactly_at_each_game(monkeypatch):
