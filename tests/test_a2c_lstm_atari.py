@@ -226,14 +226,20 @@ def test_a_checkpoint_older_than_the_skip_flag_is_rebuilt_without_the_skip(tmp_p
 def test_compile_takes_the_lstm_into_the_graph_and_learns_the_same_as_eager(tmp_path):
     from torch._dynamo.utils import counters
 
-    weights, graphs = [], []
+    updates, graphs = [], []
     for compiled in (False, True):
         counters.clear()
-        args = tiny_args(L, tmp_path, iterations=2, run_name=f"compile-{compiled}", compile=compiled, seed=3)
-        weights.append(torch.load(L.train(args)["checkpoint"], weights_only=True)["model"])
+        name = f"compile-{compiled}"
+        args = tiny_args(L, tmp_path, iterations=3, run_name=name, compile=compiled, seed=3, checkpoint_every=1)
+        L.train(args)
+        w = [torch.load(tmp_path / "runs" / name / "checkpoints" / f"iter_{i:06d}.pt")["model"] for i in (1, 2, 3)]
+        updates.append([{k: b[k] - a[k] for k in a} for a, b in zip(w, w[1:])])  # the 2nd and 3rd updates
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[0] == 0 and graphs[1] >= 3, graphs  # a graph each for the policy step, the returns, the loss
     breaks = [reason for reason in counters["graph_break"] if "RNN" in reason or "LSTM" in reason]
     assert not breaks, breaks
-    for name in weights[0]:
-        assert torch.allclose(weights[0][name], weights[1][name], atol=1e-5), name
+    # RMSprop moves a weight by ~1e-7 per update here: compare the updates, not the weights (a value
+    # coefficient 0.8x in the compiled loss alone puts them 20% apart)
+    for eager, compiled in zip(*updates):
+        for k in eager:
+            assert (compiled[k] - eager[k]).norm() <= 1e-2 * eager[k].norm() + 1e-12, k  # seen: up to 3e-4
