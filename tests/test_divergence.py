@@ -120,8 +120,19 @@ def test_a_non_finite_update_is_never_saved_and_the_run_resumes_from_the_last_fi
 
 def test_the_gradient_norm_before_clipping_is_logged_and_checked(tmp_path, monkeypatch):
     import ppo_atari
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    real = ppo_atari.nn.utils.clip_grad_norm_
+    real, norms = ppo_atari.nn.utils.clip_grad_norm_, []
+    monkeypatch.setattr(ppo_atari.nn.utils, "clip_grad_norm_", lambda *a, **k: norms.append(real(*a, **k)) or norms[-1])
+    ppo_atari.train(tiny_args(ppo_atari, tmp_path, iterations=2, run_name="logged"))
+    acc = EventAccumulator(str(tmp_path / "runs" / "logged"))
+    acc.Reload()
+    logged = [e.value for e in acc.Scalars("losses/grad_norm")]
+    half = len(norms) // 2  # each iteration's minibatches: the logged figure is their mean, before clipping
+    assert len(logged) == 2 and half > 1 and max(norms) > 0.5  # beyond --max-grad-norm: clipping happened
+    assert logged == pytest.approx([torch.stack(norms[:half]).mean().item(), torch.stack(norms[half:]).mean().item()])
+
+    monkeypatch.undo()
     monkeypatch.setattr(ppo_atari.nn.utils, "clip_grad_norm_", lambda *a, **k: real(*a, **k) * float("inf"))
     with pytest.raises(
         ppo_atari.Diverged,

@@ -75,6 +75,7 @@ def test_writes_video_and_frames_of_each_game(script, checkpoint, tmp_path):
             checkpoint, tmp_path, episodes=2, save_video=str(tmp_path / "video"), save_frames=str(tmp_path / "frames")
         )
     )
+    assert len(summary["episodes"]) == 2
     for k, episode in enumerate(summary["episodes"]):
         video = tmp_path / "video" / f"episode_{k:03d}.mp4"  # MP4 on every machine, no system ffmpeg needed
         assert episode["video"] == str(video)
@@ -385,6 +386,7 @@ def test_the_hub_folder_keeps_the_videos_asked_for_and_its_card_says_how_the_gam
     assert sorted(p.name for p in (hub / "videos").iterdir()) == ["episode_000.mp4", "episode_001.mp4"]
     # each game's line: its video's length, and apart from it the wall time the game took
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("game ")]
+    assert len(lines) == 2
     for line, episode in zip(lines, summary["episodes"], strict=True):
         seconds = f"{(episode['length'] + 1) / 15:.0f}"  # one frame per agent step (frame skip 4) at 60 Hz
         assert re.search(rf"\({seconds} s of video, played in \d+ s\)$", line), line
