@@ -119,8 +119,9 @@ def test_a_non_finite_update_is_never_saved_and_the_run_resumes_from_the_last_fi
 
 
 def test_the_gradient_norm_before_clipping_is_logged_and_checked(tmp_path, monkeypatch):
-    import ppo_atari
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import ppo_atari
 
     real, norms = ppo_atari.nn.utils.clip_grad_norm_, []
     monkeypatch.setattr(ppo_atari.nn.utils, "clip_grad_norm_", lambda *a, **k: norms.append(real(*a, **k)) or norms[-1])

@@ -44,10 +44,12 @@ def test_the_feedforward_agents_heads_read_its_trunk():
 
 
 def test_random_play_marks_game_starts_and_the_command_reports_both_agents():
-    args = L.Args(env_id="Breakout-v5", frame_stack=2, cuda=False)
-    obs, starts, num_actions = head_inputs.random_play(L, args, 6, 2, BACKENDS[0], seed=3)
-    assert obs.shape == (6, 2, 2, 84, 84) and obs.dtype == torch.uint8 and num_actions == 4
-    assert starts[0].all() and not starts[1:].any()  # no game of Breakout ends within 6 random steps
+    args = L.Args(env_id="Breakout-v5", frame_stack=2, cuda=False, max_episode_frames=16)  # games of 4 steps
+    obs, starts, num_actions = head_inputs.random_play(L, args, 12, 2, BACKENDS[0], seed=3)
+    assert obs.shape == (12, 2, 2, 84, 84) and obs.dtype == torch.uint8 and num_actions == 4
+    # a game starts at 0, runs 4 steps, then a reset step: the next game's first observation is at 5, then 10
+    assert starts.nonzero().tolist() == [[0, 0], [0, 1], [5, 0], [5, 1], [10, 0], [10, 1]]
+    assert obs[starts][:, 0].eq(0).all() and obs[starts][:, 1].any(dim=(1, 2)).all()  # a new game's stack: one frame
     for script in ["a2c_atari", "a2c_lstm_atari"]:
         result = head_inputs.main(
             head_inputs.Args(script=script, steps=3, num_envs=2, frame_stack=2, env_backend=BACKENDS[0])
