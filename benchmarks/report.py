@@ -277,6 +277,12 @@ def bootstrap_interval(finals_by_game: list, repetitions: int = 2000, seed: int 
     return float(low), float(high)
 
 
+def performance_profile(games: dict, taus) -> list[float]:
+    """rliable's run-score profile: at each tau, each game's fraction of runs scoring above tau, averaged
+    over the games (so each game weighs the same)."""
+    return [float(np.mean([(np.asarray(v) > t).mean() for v in games.values()])) for t in taus]
+
+
 def human_normalised(table: dict, refs: dict) -> dict:
     """{script: {game: [each seed's final, 0 = random play, 1 = the human tester]}} for scripts run on
     two or more games with reference scores (the field's aggregate needs several games)."""
@@ -659,8 +665,7 @@ def write_report(args: Args) -> Path:
             )
             pooled = np.concatenate([np.asarray(v) for v in games.values()])
             taus = np.linspace(min(0.0, pooled.min()), max(1.0, pooled.max()), 200)
-            # rliable's run-score profile: each game's fraction of runs above tau, averaged over games
-            ax.plot(taus, [np.mean([(np.asarray(v) > t).mean() for v in games.values()]) for t in taus], label=script)
+            ax.plot(taus, performance_profile(games, taus), label=script)
         ax.set_xlabel("human-normalised score tau")
         ax.set_ylabel("fraction of runs with score > tau (games weigh equally)")
         ax.set_title("Performance profile (Agarwal et al. 2021)", fontsize=10)

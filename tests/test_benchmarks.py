@@ -369,6 +369,9 @@ def test_two_games_give_a_human_normalised_iqm_with_its_interval_and_a_performan
     low, high = aggregate["iqm_interval"]
     assert 0.0 <= low < 0.5 < high <= 1.0
     assert (out / "performance_profile.png").is_file()
+    # above tau = 0.5 is one run of each game's three (0, 0.5, 1); with a game of 2 runs it still weighs a half
+    assert report.performance_profile({"Breakout": [0, 0.5, 1], "Pong": [0, 0.5, 1]}, [-0.1, 0.5, 1]) == [1, 1 / 3, 0]
+    assert report.performance_profile({"Breakout": [0, 1], "Pong": [0, 0, 0, 1]}, [0.5]) == [0.375]
     assert "## Across games, human-normalised" in (out / "report.md").read_text()
 
 
