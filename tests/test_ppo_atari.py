@@ -133,8 +133,8 @@ def test_fire_relaunches_play_after_a_lost_life_and_stays_out_of_the_loss(backen
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_time_limit_bootstrap_marks_only_capped_transitions(backend):
-    ends = []  # games capped at 100 steps: lost lives and cut games both end episodes in 160 steps
-    _, buf, _, _ = rollout(backend, num_steps=160, ends=ends, max_episode_frames=400, time_limit_bootstrap=True)
+    ends = []  # games capped at 50 steps: lost lives and cut games both end episodes in 64 steps
+    _, buf, _, _ = rollout(backend, ends=ends, max_episode_frames=200, time_limit_bootstrap=True)
     terminated, truncated = (torch.from_numpy(np.stack([e[i] for e in ends])) for i in (0, 1))
     cut, dones = buf.truncations.bool(), buf.dones.bool()
     assert torch.equal(cut, truncated & ~terminated)  # the cap's steps, and no other
