@@ -156,10 +156,10 @@ def main(args: Args) -> dict:
         for script, env_id, seed, state in todo:
             verb = "resume " if state == "interrupted" else "run "
             print(verb + shlex.join(command(args, script, env_id, seed, state)))
-        return {"skipped": skipped, "ran": [], "failed": []}
+        return {"skipped": skipped, "ran": [], "stopped": [], "failed": []}
 
     running: list[tuple[subprocess.Popen, str, float]] = []
-    ran, failed = [], []
+    ran, stopped, failed = [], [], []
     start = last_progress = time.time()
     queue = list(todo)
     while queue or running:
@@ -192,7 +192,7 @@ def main(args: Args) -> dict:
             last_progress = time.time()
             for _, name, _ in running:
                 print(
-                    f"[{len(ran) + len(failed)}/{len(todo)} done, {time.time() - start:.0f}s] {name}: "
+                    f"[{len(ran) + len(stopped) + len(failed)}/{len(todo)} done, {time.time() - start:.0f}s] {name}: "
                     f"{last_line(Path(args.runs_dir) / name / 'stdout.log')}",
                     flush=True,
                 )
@@ -200,17 +200,21 @@ def main(args: Args) -> dict:
             if proc.poll() is None:
                 continue
             running.remove((proc, name, began))
-            ok = proc.returncode == 0 and status(Path(args.runs_dir) / name, args.total_timesteps) == "complete"
-            (ran if ok else failed).append(name)
-            done = len(ran) + len(failed)
+            complete = status(Path(args.runs_dir) / name, args.total_timesteps) == "complete"
+            if proc.returncode == 0:  # a run stopped by a signal exits 0 with its checkpoint short of the budget
+                (ran if complete else stopped).append(name)
+                outcome = "complete" if complete else "stopped short of its budget (the same command resumes it)"
+            else:
+                failed.append(name)
+                outcome = f"FAILED (exit {proc.returncode}, see stdout.log)"
+            done = len(ran) + len(stopped) + len(failed)
             print(
-                f"[{done}/{len(todo)} done, {len(running)} running, {time.time() - start:.0f}s] {name}: "
-                f"{'complete' if ok else f'FAILED (exit {proc.returncode}, see stdout.log)'}",
+                f"[{done}/{len(todo)} done, {len(running)} running, {time.time() - start:.0f}s] {name}: {outcome}",
                 flush=True,
             )
-    return {"skipped": skipped, "ran": ran, "failed": failed}
+    return {"skipped": skipped, "ran": ran, "stopped": stopped, "failed": failed}
 
 
 if __name__ == "__main__":
     result = main(tyro.cli(Args))
-    sys.exit(1 if result["failed"] else 0)
+    sys.exit(1 if result["failed"] or result["stopped"] else 0)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import report  # noqa: E402
 import run  # noqa: E402
 
-TINY_PPO = "--num-envs 2 --num-steps 16 --num-minibatches 2 --update-epochs 1 --no-cuda --env-backend ale"
+TINY_PPO = "--num-envs 2 --num-steps 16 --num-minibatches 2 --update-epochs 1 --no-cuda --env-backend ale --eval-every 0"
 
 
 def matrix(runs_dir, total_timesteps, seeds, script_args=TINY_PPO):
@@ -56,6 +56,17 @@ def test_runner_resumes_an_interrupted_run_and_skips_complete_ones(tmp_path):
     again = run.main(matrix(runs_dir, 96, [1, 2]))
     assert sorted(again["skipped"]) == [seed1.name, seed2.name] and again["ran"] == []
     assert {p: p.stat().st_mtime_ns for p in runs_dir.rglob("*.pt")} == mtimes
+
+
+def test_runner_says_a_run_stopped_short_of_its_budget_is_stopped_not_failed(tmp_path, capsys):
+    # a run that exits 0 with its checkpoint short of the budget (as after SIGTERM; here a shorter budget)
+    stopped = run.main(matrix(tmp_path / "bench", 96, [1], script_args=TINY_PPO + " --total-timesteps 32"))
+    assert stopped["stopped"] == ["Breakout-v5__ppo_atari__1"] and stopped["failed"] == stopped["ran"] == []
+    assert (
+        "Breakout-v5__ppo_atari__1: stopped short of its budget (the same command resumes it)"
+        in capsys.readouterr().out
+    )
+    assert run.main(matrix(tmp_path / "bench", 96, [1]))["ran"] == ["Breakout-v5__ppo_atari__1"]
 
 
 def test_runner_reports_a_failed_run(tmp_path):
