@@ -16,7 +16,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import report  # noqa: E402
 import run  # noqa: E402
 
-TINY_PPO = "--num-envs 2 --num-steps 16 --num-minibatches 2 --update-epochs 1 --no-cuda --env-backend ale --eval-every 0"
+TINY_PPO = (
+    "--num-envs 2 --num-steps 16 --num-minibatches 2 --update-epochs 1 --no-cuda --env-backend ale --eval-every 0"
+)
 
 
 def matrix(runs_dir, total_timesteps, seeds, script_args=TINY_PPO):
